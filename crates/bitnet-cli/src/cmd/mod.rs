@@ -1,0 +1,5 @@
+pub mod generate;
+pub mod inspect;
+pub mod logits;
+pub mod synth;
+pub mod tokenize;

@@ -1,0 +1,26 @@
+//! `bitnet synth`: a random-weight model file with a real model's layout.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use bitnet_model::synth::{self, Shape};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// tiny (a few MB, for demos and tests) or 2b4t (the shape and metadata of BitNet b1.58 2B-4T).
+    #[arg(long = "shape", default_value = "tiny")]
+    pub shape: String,
+    /// Output .gguf file.
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long = "seed", default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let shape = Shape::parse(&a.shape).with_context(|| format!("unknown --shape '{}' (tiny or 2b4t)", a.shape))?;
+    synth::write_gguf(shape, a.seed, &a.output)?;
+    eprintln!("wrote {}", a.output.display());
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Flags shared by the commands that load a model.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use bitnet_model::{BitNetModel, FfnActivation, LoadOptions, Tokenizer};
+use clap::Args;
+
+/// `-m`, `--ffn-act`, `-t`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a .gguf file or a Hugging Face folder. Without it, a small random model is synthesized in
+    /// memory (it shows the engine working; its text is gibberish).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// Override the FFN activation the file implies (relu2 for BitNet b1.58 2B-4T, silu for 1bitLLM).
+    #[arg(long = "ffn-act", value_parser = parse_act)]
+    pub ffn_act: Option<FfnActivation>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+}
+
+fn parse_act(s: &str) -> Result<FfnActivation, String> {
+    FfnActivation::parse(s).ok_or_else(|| format!("unknown activation '{s}' (expected relu2 or silu)"))
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions { ffn_act: self.ffn_act }
+    }
+
+    /// Sets up the thread pool and loads the model (or synthesizes the demo model).
+    pub fn load(&self) -> Result<(BitNetModel, Tokenizer)> {
+        init_threads(self.threads)?;
+        let t0 = Instant::now();
+        let (model, tok) = match &self.model {
+            Some(p) => bitnet_model::load(p, &self.load_options())?,
+            None => {
+                eprintln!("note: no -m given: using a tiny random-weight model synthesized in memory (gibberish output)");
+                let bytes = bitnet_model::synth::synth_gguf_bytes(bitnet_model::synth::Shape::Tiny, 1)?;
+                let g = bitnet_gguf::GgufFile::from_bytes(bytes, "synth:tiny")?;
+                bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
+            }
+        };
+        let c = &model.cfg;
+        eprintln!(
+            "loaded {} ({} layers, hidden {}, vocab {}, ffn {}) in {:.2} s, {} threads",
+            c.arch,
+            c.num_layers,
+            c.hidden_size,
+            c.vocab_size,
+            c.ffn_act,
+            t0.elapsed().as_secs_f64(),
+            rayon::current_num_threads()
+        );
+        Ok((model, tok))
+    }
+}
+
+/// Sizes the global worker pool (`-t`).
+pub fn init_threads(threads: Option<usize>) -> Result<()> {
+    let n = match threads {
+        Some(0) => bail!("-t/--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the worker threads")?;
+    Ok(())
+}
+
+/// Parses `--tokens 1,2,3` (also accepts a JSON list `[1, 2, 3]`).
+pub fn parse_token_list(s: &str) -> Result<Vec<u32>> {
+    let t = s.trim().trim_start_matches('[').trim_end_matches(']');
+    t.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<u32>().with_context(|| format!("'{x}' is not a token id")))
+        .collect()
+}

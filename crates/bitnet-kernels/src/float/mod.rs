@@ -1,0 +1,247 @@
+//! Float and block-quantized matrices (embedding table, output head, float projection weights
+//! before ternarization), read straight from their file bytes.
+
+pub(crate) mod dense;
+pub(crate) mod q4_k;
+pub(crate) mod q6_k;
+pub(crate) mod q8_0;
+
+use crate::bytes::Bytes;
+use crate::error::KernelError;
+use crate::simd::{simd_level, SimdLevel};
+use std::fmt;
+
+/// Element format of a [`FloatMatrix`] (ggml layouts for the block types).
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FloatFormat {
+    F32,
+    F16,
+    BF16,
+    /// Blocks of 32: f16 scale + 32 int8 (34 bytes).
+    Q8_0,
+    /// Blocks of 256: `ql[128]`, `qh[64]`, int8 `scales[16]`, f16 `d` (210 bytes).
+    Q6_K,
+    /// Blocks of 256: f16 `d`, f16 `dmin`, 6-bit scales/mins `[12]`, `qs[128]` (144 bytes).
+    Q4_K,
+}
+
+impl FloatFormat {
+    /// Values per block (1 for plain floats).
+    pub fn block_size(self) -> usize {
+        match self {
+            FloatFormat::F32 | FloatFormat::F16 | FloatFormat::BF16 => 1,
+            FloatFormat::Q8_0 => q8_0::BLOCK,
+            FloatFormat::Q6_K => q6_k::BLOCK,
+            FloatFormat::Q4_K => q4_k::BLOCK,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            FloatFormat::F32 => 4,
+            FloatFormat::F16 | FloatFormat::BF16 => 2,
+            FloatFormat::Q8_0 => q8_0::BLOCK_BYTES,
+            FloatFormat::Q6_K => q6_k::BLOCK_BYTES,
+            FloatFormat::Q4_K => q4_k::BLOCK_BYTES,
+        }
+    }
+
+    /// Bytes of one row of `cols` values, or `None` if `cols` is not a multiple of the block.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        cols.is_multiple_of(self.block_size())
+            .then(|| cols / self.block_size() * self.block_bytes())
+    }
+}
+
+/// A row-major float or block-quantized matrix over borrowed bytes (possibly unaligned).
+#[derive(Clone)]
+pub struct FloatMatrix {
+    format: FloatFormat,
+    rows: usize,
+    cols: usize,
+    row_bytes: usize,
+    data: Bytes,
+}
+
+impl fmt::Debug for FloatMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FloatMatrix")
+            .field("format", &self.format)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
+}
+
+impl FloatMatrix {
+    /// Wraps `rows x cols` values of `format`. Block formats need `cols` to be a multiple of the
+    /// block size; `data` must hold at least `rows` rows (extra bytes are ignored).
+    pub fn new(format: FloatFormat, rows: usize, cols: usize, data: Bytes) -> Result<Self, KernelError> {
+        if rows == 0 || cols == 0 {
+            return Err(KernelError::Shape(format!("empty {format:?} matrix {rows} x {cols}")));
+        }
+        let row_bytes = format.row_bytes(cols).ok_or_else(|| {
+            KernelError::Shape(format!(
+                "{format:?} needs the row length to be a multiple of {}, got {cols}",
+                format.block_size()
+            ))
+        })?;
+        let needed = rows
+            .checked_mul(row_bytes)
+            .ok_or_else(|| KernelError::Shape(format!("{rows} x {cols} {format:?} overflows")))?;
+        if data.len() < needed {
+            return Err(KernelError::DataTooShort {
+                format: format_name(format),
+                needed,
+                got: data.len(),
+            });
+        }
+        Ok(FloatMatrix {
+            format,
+            rows,
+            cols,
+            row_bytes,
+            data,
+        })
+    }
+
+    pub fn format(&self) -> FloatFormat {
+        self.format
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The raw bytes.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Writes row `r` as f32 into `out[..cols]`.
+    ///
+    /// # Panics
+    /// If `r >= rows` or `out.len() < cols`.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert!(r < self.rows, "dequantize_row: row {r} out of {}", self.rows);
+        assert!(
+            out.len() >= self.cols,
+            "dequantize_row: need {} slots, got {}",
+            self.cols,
+            out.len()
+        );
+        let out = &mut out[..self.cols];
+        let row = self.row(r);
+        match self.format {
+            FloatFormat::F32 => dense::f32_to_f32(row, out),
+            FloatFormat::F16 => dense::f16_to_f32(row, out),
+            FloatFormat::BF16 => dense::bf16_to_f32(row, out),
+            FloatFormat::Q8_0 => q8_0::dequantize(row, out),
+            FloatFormat::Q6_K => {
+                for (blk, o) in row
+                    .chunks_exact(q6_k::BLOCK_BYTES)
+                    .zip(out.chunks_exact_mut(q6_k::BLOCK))
+                {
+                    q6_k::dequantize_block(blk, o);
+                }
+            }
+            FloatFormat::Q4_K => {
+                for (blk, o) in row
+                    .chunks_exact(q4_k::BLOCK_BYTES)
+                    .zip(out.chunks_exact_mut(q4_k::BLOCK))
+                {
+                    q4_k::dequantize_block(blk, o);
+                }
+            }
+        }
+    }
+
+    /// `y[i] = dot(row(row0 + i), x)` for `i < y.len()`, accumulated in f32.
+    ///
+    /// # Panics
+    /// If `x.len() < cols` or `row0 + y.len() > rows`.
+    pub fn gemv(&self, x: &[f32], row0: usize, y: &mut [f32]) {
+        self.gemv_with(simd_level(), x, row0, y)
+    }
+
+    /// [`gemv`](Self::gemv) at an explicit SIMD level (lowered to what the CPU supports). Levels
+    /// differ only by f32 summation order.
+    pub fn gemv_with(&self, level: SimdLevel, x: &[f32], row0: usize, y: &mut [f32]) {
+        assert!(
+            x.len() >= self.cols,
+            "gemv: x has {} values, need {}",
+            x.len(),
+            self.cols
+        );
+        let end = row0.checked_add(y.len()).expect("gemv: row range overflows");
+        assert!(end <= self.rows, "gemv: rows {row0}..{end} out of {}", self.rows);
+        let x = &x[..self.cols];
+        let level = level.clamp_to_cpu();
+        let dot: fn(SimdLevel, &[u8], &[f32]) -> f32 = match self.format {
+            FloatFormat::F32 => dense::dot_f32,
+            FloatFormat::F16 => dense::dot_f16,
+            FloatFormat::BF16 => dense::dot_bf16,
+            FloatFormat::Q8_0 => q8_0::dot,
+            FloatFormat::Q6_K => q6_k::dot,
+            FloatFormat::Q4_K => q4_k::dot,
+        };
+        for (i, o) in y.iter_mut().enumerate() {
+            *o = dot(level, self.row(row0 + i), x);
+        }
+    }
+}
+
+fn format_name(f: FloatFormat) -> &'static str {
+    match f {
+        FloatFormat::F32 => "F32",
+        FloatFormat::F16 => "F16",
+        FloatFormat::BF16 => "BF16",
+        FloatFormat::Q8_0 => "Q8_0",
+        FloatFormat::Q6_K => "Q6_K",
+        FloatFormat::Q4_K => "Q4_K",
+    }
+}
+
+/// Scalar f32 dot with 8 independent partial sums (a fixed order the compiler can vectorize).
+pub(crate) fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// f32 slice dot at a SIMD level (used after a block has been dequantized to the stack).
+pub(crate) fn dot_f32_slices(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+            // SAFETY: callers pass a level already clamped to the CPU; these levels imply AVX2 + FMA.
+            // The kernel reads a.len() values from both slices, which have equal lengths.
+            unsafe { crate::x86::float_dot::dot_f32_avx2(a.as_ptr().cast(), b, a.len().min(b.len())) }
+        }
+        _ => dot_f32_scalar(a, b),
+    }
+}
+
+#[cfg(test)]
+mod tests;

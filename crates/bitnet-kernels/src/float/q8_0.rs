@@ -1,0 +1,60 @@
+//! Q8_0 (ggml): blocks of 32 values, 34 bytes: f16 scale `d`, then 32 int8 `q`; value = `d * q`.
+
+use crate::float::dot_f32_scalar;
+use crate::simd::SimdLevel;
+use half::f16;
+
+pub(crate) const BLOCK: usize = 32;
+pub(crate) const BLOCK_BYTES: usize = 34;
+
+#[inline]
+fn scale(blk: &[u8]) -> f32 {
+    f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32()
+}
+
+pub(crate) fn dequantize(row: &[u8], out: &mut [f32]) {
+    for (blk, o) in row.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
+        let d = scale(blk);
+        for (v, &q) in o.iter_mut().zip(&blk[2..]) {
+            *v = d * f32::from(q as i8);
+        }
+    }
+}
+
+/// `sum_b d_b * (sum_i q_i * x_i)`.
+pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
+    assert!(row.len() >= x.len() / BLOCK * BLOCK_BYTES && x.len().is_multiple_of(BLOCK));
+    match level {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+            // SAFETY: level is clamped to the CPU (AVX2 + FMA + F16C present); row holds
+            // x.len() / 32 blocks of 34 bytes (asserted above).
+            unsafe { crate::x86::float_dot::dot_q8_0_avx2(row.as_ptr(), x) }
+        }
+        _ => {
+            let mut acc = 0.0f32;
+            let mut buf = [0.0f32; BLOCK];
+            for (blk, xb) in row.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK)) {
+                for (v, &q) in buf.iter_mut().zip(&blk[2..]) {
+                    *v = f32::from(q as i8);
+                }
+                acc += scale(blk) * dot_f32_scalar(&buf, xb);
+            }
+            acc
+        }
+    }
+}
+
+/// ggml's reference quantizer (`d = max|x| / 127`, `q = round(x / d)`), for tests and writers.
+#[cfg(test)]
+pub(crate) fn quantize(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / BLOCK * BLOCK_BYTES);
+    for xb in x.chunks_exact(BLOCK) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        out.extend(xb.iter().map(|v| (v * id).round() as i8 as u8));
+    }
+    out
+}

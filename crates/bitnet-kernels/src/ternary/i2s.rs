@@ -1,0 +1,364 @@
+//! I2_S, bitnet.cpp's x86 ternary layout, and our in-memory layout built on it.
+//!
+//! The matrix (rows = out, cols = in, row-major) is flattened and cut into blocks of 128 values,
+//! 32 bytes each: byte `p` of a block holds value `p` in bits 7-6, `p + 32` in bits 5-4, `p + 64`
+//! in bits 3-2 and `p + 96` in bits 1-0, as codes `0 = -1, 1 = 0, 2 = +1` (code 3 is never
+//! written and reads as 0). After the `n / 4` packed bytes comes one little-endian f32 per-tensor
+//! scale and 28 bytes of padding: `n / 4 + 32` bytes in all.
+//!
+//! When `cols % 128 == 0` every row is a whole number of blocks, so row `r` starts at byte
+//! `r * cols / 4`. [`crate::TernaryMatrix::from_codes`] uses the same blocks with each row padded to
+//! a multiple of 128 (padding codes are 1 = zero), so one set of kernels serves both.
+
+use crate::error::KernelError;
+
+/// Values per block.
+pub const BLOCK: usize = 128;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 32;
+/// Bytes after the packed values: f32 scale + 28 bytes of padding.
+pub const TRAILER_BYTES: usize = 32;
+
+/// Weight value of each 2-bit code (code 3 is invalid and reads as 0).
+pub(crate) const CODE_VALUE: [i8; 4] = [-1, 0, 1, 0];
+
+/// Bytes of an I2_S tensor with `n` values (`n` must be a multiple of 128 to be valid).
+pub fn tensor_bytes(n: usize) -> usize {
+    n / 4 + TRAILER_BYTES
+}
+
+/// 2-bit code of a ternary value.
+#[inline]
+pub(crate) fn code_of(v: i8) -> Result<u8, KernelError> {
+    match v {
+        -1 => Ok(0),
+        0 => Ok(1),
+        1 => Ok(2),
+        _ => Err(KernelError::InvalidData(format!("ternary code {v} is not -1, 0 or 1"))),
+    }
+}
+
+/// Packs up to 128 values into one 32-byte block; missing values are zeros (code 1).
+pub(crate) fn pack_block(vals: &[i8], out: &mut [u8]) -> Result<(), KernelError> {
+    debug_assert!(vals.len() <= BLOCK && out.len() == BLOCK_BYTES);
+    let code = |j: usize| -> Result<u8, KernelError> { vals.get(j).map_or(Ok(1), |&v| code_of(v)) };
+    for (p, o) in out.iter_mut().enumerate() {
+        *o = (code(p)? << 6) | (code(p + 32)? << 4) | (code(p + 64)? << 2) | code(p + 96)?;
+    }
+    Ok(())
+}
+
+/// Code of value `j` (0..128) of a 32-byte block.
+#[inline]
+pub(crate) fn block_code(block: &[u8], j: usize) -> u8 {
+    (block[j % 32] >> (6 - 2 * (j / 32))) & 3
+}
+
+/// Encodes ternary values (-1/0/1) as an I2_S tensor with per-tensor `scale`:
+/// `n / 4` packed bytes, the f32 scale, 28 zero bytes.
+pub fn encode(codes: &[i8], scale: f32) -> Result<Vec<u8>, KernelError> {
+    if !codes.len().is_multiple_of(BLOCK) {
+        return Err(KernelError::Shape(format!(
+            "I2_S needs a multiple of {BLOCK} values, got {}",
+            codes.len()
+        )));
+    }
+    let nbytes = codes.len() / 4;
+    let mut out = vec![0u8; nbytes + TRAILER_BYTES];
+    for (vals, blk) in codes
+        .chunks_exact(BLOCK)
+        .zip(out[..nbytes].chunks_exact_mut(BLOCK_BYTES))
+    {
+        pack_block(vals, blk)?;
+    }
+    out[nbytes..nbytes + 4].copy_from_slice(&scale.to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes an I2_S tensor of `codes.len()` values into -1/0/1 and returns its scale. Needs at least
+/// `n / 4 + 4` bytes (the padding after the scale is not read).
+pub fn decode(data: &[u8], codes: &mut [i8]) -> Result<f32, KernelError> {
+    let n = codes.len();
+    if !n.is_multiple_of(BLOCK) {
+        return Err(KernelError::Shape(format!(
+            "I2_S needs a multiple of {BLOCK} values, got {n}"
+        )));
+    }
+    let scale = read_scale(data, n)?;
+    for (blk, vals) in data[..n / 4]
+        .chunks_exact(BLOCK_BYTES)
+        .zip(codes.chunks_exact_mut(BLOCK))
+    {
+        decode_block(blk, vals);
+    }
+    Ok(scale)
+}
+
+/// The per-tensor scale that follows the packed bytes of an `n`-value tensor.
+pub(crate) fn read_scale(data: &[u8], n: usize) -> Result<f32, KernelError> {
+    let needed = n / 4 + 4;
+    if data.len() < needed {
+        return Err(KernelError::DataTooShort {
+            format: "I2_S",
+            needed,
+            got: data.len(),
+        });
+    }
+    let b = &data[n / 4..n / 4 + 4];
+    Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Decodes (up to) 128 values of one block.
+pub(crate) fn decode_block(blk: &[u8], vals: &mut [i8]) {
+    for (j, v) in vals.iter_mut().enumerate() {
+        *v = CODE_VALUE[block_code(blk, j) as usize];
+    }
+}
+
+/// Whether any 2-bit field of `packed` is the invalid code 3. Matrices without it (every file
+/// written by a correct converter, and everything `from_codes` builds) run kernels that skip the
+/// step neutralizing code 3. One pass over the bytes at load time (about as fast as memory).
+pub(crate) fn contains_code3(packed: &[u8]) -> bool {
+    const LOW: u64 = 0x5555_5555_5555_5555;
+    let mut words = packed.chunks_exact(8);
+    // OR-reduce so the loop has no early exit and vectorizes.
+    let mut any = 0u64;
+    for w in &mut words {
+        let w = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        any |= w & (w >> 1) & LOW;
+    }
+    let tail = words.remainder().iter().fold(0u8, |a, &b| a | (b & (b >> 1) & 0x55));
+    any != 0 || tail != 0
+}
+
+/// Row-blocked view of I2_S bytes: row `r` is `stride` bytes at `r * stride`, made of
+/// `ceil(cols / 128)` blocks (the last one partial when `cols % 128 != 0`).
+#[derive(Clone, Copy)]
+pub(crate) struct I2sRows<'a> {
+    pub data: &'a [u8],
+    pub cols: usize,
+    pub stride: usize,
+    /// No byte holds the invalid code 3, so SIMD kernels may skip neutralizing it.
+    pub clean: bool,
+}
+
+impl<'a> I2sRows<'a> {
+    /// Bytes per row for `cols` values.
+    pub fn stride_for(cols: usize) -> usize {
+        cols.div_ceil(BLOCK) * BLOCK_BYTES
+    }
+
+    /// Number of complete 128-value blocks per row (what the SIMD loops cover).
+    #[inline]
+    pub fn full_blocks(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    #[inline]
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        &self.data[r * self.stride..(r + 1) * self.stride]
+    }
+
+    /// Decodes row `r` to -1/0/1.
+    pub fn row_codes(&self, r: usize, out: &mut [i8]) {
+        let row = self.row(r);
+        for (blk, vals) in row.chunks_exact(BLOCK_BYTES).zip(out[..self.cols].chunks_mut(BLOCK)) {
+            decode_block(blk, vals);
+        }
+    }
+}
+
+/// `sum q[j] * t[j]` over the partial last block of a row (zero when `cols % 128 == 0`). Shared by
+/// every level so the tail never differs between a kernel and its twin.
+#[inline]
+pub(crate) fn tail_dot(row: &[u8], cols: usize, q: &[i8]) -> i32 {
+    let nb = cols / BLOCK;
+    let tail = cols % BLOCK;
+    if tail == 0 {
+        return 0;
+    }
+    let blk = &row[nb * BLOCK_BYTES..(nb + 1) * BLOCK_BYTES];
+    let qb = &q[nb * BLOCK..nb * BLOCK + tail];
+    qb.iter()
+        .enumerate()
+        .map(|(j, &x)| i32::from(x) * i32::from(CODE_VALUE[block_code(blk, j) as usize]))
+        .sum()
+}
+
+/// Scalar twin: `sum q[j] * t[j]` over a whole row.
+pub(crate) fn row_dot_scalar(row: &[u8], cols: usize, q: &[i8]) -> i32 {
+    let nb = cols / BLOCK;
+    let mut acc = 0i32;
+    for (blk, qb) in row[..nb * BLOCK_BYTES]
+        .chunks_exact(BLOCK_BYTES)
+        .zip(q[..nb * BLOCK].chunks_exact(BLOCK))
+    {
+        let mut s = 0i32;
+        for p in 0..32 {
+            let b = blk[p] as usize;
+            s += i32::from(qb[p]) * i32::from(CODE_VALUE[b >> 6])
+                + i32::from(qb[p + 32]) * i32::from(CODE_VALUE[(b >> 4) & 3])
+                + i32::from(qb[p + 64]) * i32::from(CODE_VALUE[(b >> 2) & 3])
+                + i32::from(qb[p + 96]) * i32::from(CODE_VALUE[b & 3]);
+        }
+        acc += s;
+    }
+    acc + tail_dot(row, cols, q)
+}
+
+/// The integer-to-float step every level shares, so results agree bit for bit.
+#[inline]
+pub(crate) fn finish(acc: i32, x_scale: f32, w_scale: f32) -> f32 {
+    acc as f32 / x_scale * w_scale
+}
+
+/// Scalar gemv: `y[i] = finish(dot(row0 + i, q))`.
+pub(crate) fn gemv_scalar(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
+    for (i, out) in y.iter_mut().enumerate() {
+        *out = finish(row_dot_scalar(v.row(row0 + i), v.cols, q), x_scale, w_scale);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Scalar gemm: every token through the scalar row dot. Output layout as in
+/// [`crate::TernaryMatrix::gemm`].
+pub(crate) fn gemm_scalar(
+    v: I2sRows<'_>,
+    w_scale: f32,
+    q: &[i8],
+    x_scales: &[f32],
+    row0: usize,
+    m: usize,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    for (t, &xs) in x_scales.iter().enumerate() {
+        let qt = &q[t * v.cols..(t + 1) * v.cols];
+        for i in 0..m {
+            y[t * ldy + i] = finish(row_dot_scalar(v.row(row0 + i), v.cols, qt), xs, w_scale);
+        }
+    }
+}
+
+/// Most rows a SIMD tile covers at once.
+pub(crate) const TILE_ROWS: usize = 4;
+/// Most tokens a SIMD tile covers at once.
+pub(crate) const TILE_TOKENS: usize = 4;
+/// Results of one tile: `[row][token]` raw dots over the full blocks with codes 0..=2.
+pub(crate) type Tile = [[i32; TILE_TOKENS]; TILE_ROWS];
+
+/// Bytes of weights one pass over the token tiles keeps hot (fits L2 on current x86 cores).
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Shared loop nest of the SIMD levels. `dots(r, nr, toks, out)` must write
+/// `out[k][t] = sum_j toks[t][j] * code(r + k, j)` over the full blocks (codes 0..=2, code 3 read
+/// as 1), for `k < nr` where `nr` is `rmax` or 1. Since `t = code - 1`, the ternary dot is that
+/// minus `sum_j q[j]` (computed once per token tile), plus the scalar tail.
+///
+/// Rows are processed in chunks of about `CHUNK_BYTES` so a chunk stays in cache while every
+/// token tile passes over it; each weight byte is thus read from memory once per call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_tiled(
+    v: I2sRows<'_>,
+    w_scale: f32,
+    q: &[i8],
+    x_scales: &[f32],
+    row0: usize,
+    m: usize,
+    y: &mut [f32],
+    ldy: usize,
+    rmax: usize,
+    tmax: usize,
+    mut dots: impl FnMut(usize, usize, &[&[i8]], &mut Tile),
+) {
+    debug_assert!((1..=TILE_ROWS).contains(&rmax) && (1..=TILE_TOKENS).contains(&tmax));
+    let cols = v.cols;
+    let full = v.full_blocks() * BLOCK;
+    let n = x_scales.len();
+    let chunk_rows = ((CHUNK_BYTES / v.stride.max(1)) / rmax * rmax).max(rmax);
+    let mut tile: Tile = [[0; TILE_TOKENS]; TILE_ROWS];
+    let mut c0 = 0;
+    while c0 < m {
+        let c1 = m.min(c0 + chunk_rows);
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = tmax.min(n - t0);
+            let mut toks: [&[i8]; TILE_TOKENS] = [&[]; TILE_TOKENS];
+            let mut sumq = [0i32; TILE_TOKENS];
+            for k in 0..nt {
+                toks[k] = &q[(t0 + k) * cols..(t0 + k + 1) * cols];
+                sumq[k] = toks[k][..full].iter().map(|&x| i32::from(x)).sum();
+            }
+            let mut i = c0;
+            while i < c1 {
+                let nr = if c1 - i >= rmax { rmax } else { 1 };
+                dots(row0 + i, nr, &toks[..nt], &mut tile);
+                for (rr, tile_row) in tile.iter().enumerate().take(nr) {
+                    let row = v.row(row0 + i + rr);
+                    for k in 0..nt {
+                        let acc = tile_row[k] - sumq[k] + tail_dot(row, cols, toks[k]);
+                        y[(t0 + k) * ldy + i + rr] = finish(acc, x_scales[t0 + k], w_scale);
+                    }
+                }
+                i += nr;
+            }
+            t0 += nt;
+        }
+        c0 = c1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_bit_layout() {
+        // Value p in bits 7-6, p+32 in 5-4, p+64 in 3-2, p+96 in 1-0.
+        let mut vals = [0i8; 128];
+        vals[0] = 1; // code 2 -> byte 0 bits 7-6 = 0b10
+        vals[32] = -1; // code 0 -> byte 0 bits 5-4 = 0b00
+        vals[97] = 1; // code 2 -> byte 1 bits 1-0
+        let enc = encode(&vals, 0.5).unwrap();
+        assert_eq!(enc.len(), 32 + 32);
+        assert_eq!(enc[0], 0b10_00_01_01);
+        assert_eq!(enc[1], 0b01_01_01_10);
+        assert_eq!(enc[2], 0b01_01_01_01);
+        assert_eq!(&enc[32..36], &0.5f32.to_le_bytes());
+        assert!(enc[36..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn code_three_reads_as_zero() {
+        let mut data = vec![0xFFu8; 32];
+        data.extend_from_slice(&1.0f32.to_le_bytes());
+        let mut out = [9i8; 128];
+        assert_eq!(decode(&data, &mut out).unwrap(), 1.0);
+        assert!(out.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn code3_scan() {
+        assert!(!contains_code3(&[0b10_01_00_10; 37]));
+        for len in [1usize, 7, 8, 9, 40] {
+            for pos in 0..len {
+                for field in 0..4 {
+                    let mut v = vec![0b10_01_00_10u8; len];
+                    v[pos] |= 3 << (2 * field);
+                    assert!(contains_code3(&v), "len {len} pos {pos} field {field}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert!(matches!(encode(&[0; 100], 1.0), Err(KernelError::Shape(_))));
+        assert!(matches!(encode(&[2; 128], 1.0), Err(KernelError::InvalidData(_))));
+        let mut out = [0i8; 128];
+        assert!(matches!(
+            decode(&[0; 35], &mut out),
+            Err(KernelError::DataTooShort { needed: 36, .. })
+        ));
+    }
+}

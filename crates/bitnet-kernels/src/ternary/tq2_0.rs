@@ -1,0 +1,217 @@
+//! TQ2_0, ggml's 2-bit ternary type: blocks of 256 values along each row, 66 bytes each:
+//! `qs[64]` then an f16 scale `d`. Value `128h + 32l + m` (`h < 2, l < 4, m < 32`) is bits
+//! `2l..2l+1` of `qs[32h + m]`, as code `c` meaning `(c - 1) * d` (code 3 never written; read as 0).
+
+use crate::error::KernelError;
+use crate::ternary::i2s::{code_of, CODE_VALUE};
+use half::f16;
+
+/// Values per block.
+pub const BLOCK: usize = 256;
+/// Bytes per block.
+pub const BLOCK_BYTES: usize = 66;
+
+/// Bytes of a TQ2_0 tensor with `n` values (`n` must be a multiple of 256).
+pub fn tensor_bytes(n: usize) -> usize {
+    n / BLOCK * BLOCK_BYTES
+}
+
+/// Index into the block of value `j`: (byte, shift).
+#[inline]
+fn position(j: usize) -> (usize, u32) {
+    let (h, l, m) = (j / 128, (j % 128) / 32, j % 32);
+    (32 * h + m, 2 * l as u32)
+}
+
+/// Encodes ternary values with one scale per 256-value block (`block_scales.len() == n / 256`,
+/// stored as f16).
+pub fn encode(codes: &[i8], block_scales: &[f32]) -> Result<Vec<u8>, KernelError> {
+    let nb = check_len(codes.len(), block_scales.len())?;
+    let mut out = vec![0u8; nb * BLOCK_BYTES];
+    for ((vals, blk), &d) in codes
+        .chunks_exact(BLOCK)
+        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+        .zip(block_scales)
+    {
+        for (j, &v) in vals.iter().enumerate() {
+            let (byte, shift) = position(j);
+            blk[byte] |= code_of(v)? << shift;
+        }
+        blk[64..66].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Decodes a TQ2_0 tensor of `codes.len()` values into -1/0/1 and the per-block scales.
+pub fn decode(data: &[u8], codes: &mut [i8], block_scales: &mut [f32]) -> Result<(), KernelError> {
+    let nb = check_len(codes.len(), block_scales.len())?;
+    let needed = nb * BLOCK_BYTES;
+    if data.len() < needed {
+        return Err(KernelError::DataTooShort {
+            format: "TQ2_0",
+            needed,
+            got: data.len(),
+        });
+    }
+    for ((blk, vals), d) in data
+        .chunks_exact(BLOCK_BYTES)
+        .zip(codes.chunks_exact_mut(BLOCK))
+        .zip(block_scales)
+    {
+        *d = decode_block(blk, vals);
+    }
+    Ok(())
+}
+
+fn check_len(n: usize, n_scales: usize) -> Result<usize, KernelError> {
+    if !n.is_multiple_of(BLOCK) {
+        return Err(KernelError::Shape(format!(
+            "TQ2_0 needs a multiple of {BLOCK} values, got {n}"
+        )));
+    }
+    if n_scales != n / BLOCK {
+        return Err(KernelError::Shape(format!(
+            "TQ2_0: {n} values need {} block scales, got {n_scales}",
+            n / BLOCK
+        )));
+    }
+    Ok(n / BLOCK)
+}
+
+/// The block's scale `d`.
+#[inline]
+pub(crate) fn block_scale(blk: &[u8]) -> f32 {
+    f16::from_bits(u16::from_le_bytes([blk[64], blk[65]])).to_f32()
+}
+
+/// Decodes one block's 256 values; returns its scale.
+pub(crate) fn decode_block(blk: &[u8], vals: &mut [i8]) -> f32 {
+    for (j, v) in vals.iter_mut().enumerate().take(BLOCK) {
+        let (byte, shift) = position(j);
+        *v = CODE_VALUE[((blk[byte] >> shift) & 3) as usize];
+    }
+    block_scale(blk)
+}
+
+/// `sum q[j] * t[j]` over one block (scalar twin of the SIMD block dots).
+#[inline]
+pub(crate) fn block_dot_scalar(blk: &[u8], q: &[i8]) -> i32 {
+    let mut s = 0i32;
+    for h in 0..2 {
+        for m in 0..32 {
+            let b = blk[32 * h + m] as usize;
+            let qh = &q[128 * h + m..];
+            s += i32::from(qh[0]) * i32::from(CODE_VALUE[b & 3])
+                + i32::from(qh[32]) * i32::from(CODE_VALUE[(b >> 2) & 3])
+                + i32::from(qh[64]) * i32::from(CODE_VALUE[(b >> 4) & 3])
+                + i32::from(qh[96]) * i32::from(CODE_VALUE[b >> 6]);
+        }
+    }
+    s
+}
+
+/// `sum_b d_b * dot_b` over a row, accumulated in f32 in block order.
+pub(crate) fn row_dot_scalar(row: &[u8], q: &[i8]) -> f32 {
+    row.chunks_exact(BLOCK_BYTES)
+        .zip(q.chunks_exact(BLOCK))
+        .fold(0.0f32, |acc, (blk, qb)| {
+            acc + block_scale(blk) * block_dot_scalar(blk, qb) as f32
+        })
+}
+
+/// Row view of a TQ2_0 matrix.
+#[derive(Clone, Copy)]
+pub(crate) struct TqRows<'a> {
+    pub data: &'a [u8],
+    pub cols: usize,
+    pub stride: usize,
+    /// No code 3 in the packed values.
+    pub clean: bool,
+}
+
+/// Most blocks per row the SIMD kernels handle (their per-block activation sums live on the
+/// stack: 8 KiB); longer rows use the scalar kernel.
+pub(crate) const MAX_BLOCKS: usize = 512;
+/// Tokens per SIMD tile.
+pub(crate) const TILE_TOKENS: usize = 4;
+/// `sums[k][b]`: sum of token `k`'s activations in block `b`.
+pub(crate) type BlockSums = [[i32; MAX_BLOCKS]; TILE_TOKENS];
+/// Bytes of weights kept hot while every token tile passes over them.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// Shared loop nest of the SIMD levels. `dots(row, toks, sums, out)` must set
+/// `out[k] = sum_b d_b * (sum_j toks[k][j] * t[j] over block b)` for one row (`t = code - 1`,
+/// using `sums` for the `-1`). Writes `y[t * ldy + i] = out / x_scale` for rows `row0 + i`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_tiled(
+    v: TqRows<'_>,
+    q: &[i8],
+    x_scales: &[f32],
+    row0: usize,
+    m: usize,
+    y: &mut [f32],
+    ldy: usize,
+    mut dots: impl FnMut(&[u8], &[&[i8]], &BlockSums, &mut [f32; TILE_TOKENS]),
+) {
+    let cols = v.cols;
+    assert!(cols / BLOCK <= MAX_BLOCKS);
+    let n = x_scales.len();
+    let mut sums: BlockSums = [[0; MAX_BLOCKS]; TILE_TOKENS];
+    let mut out = [0f32; TILE_TOKENS];
+    let chunk_rows = (CHUNK_BYTES / v.stride.max(1)).max(1);
+    let mut c0 = 0;
+    while c0 < m {
+        let c1 = m.min(c0 + chunk_rows);
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = TILE_TOKENS.min(n - t0);
+            let mut toks: [&[i8]; TILE_TOKENS] = [&[]; TILE_TOKENS];
+            for k in 0..nt {
+                toks[k] = &q[(t0 + k) * cols..(t0 + k + 1) * cols];
+                for (s, qb) in sums[k].iter_mut().zip(toks[k].chunks_exact(BLOCK)) {
+                    *s = qb.iter().map(|&x| i32::from(x)).sum();
+                }
+            }
+            for i in c0..c1 {
+                let r = row0 + i;
+                dots(&v.data[r * v.stride..(r + 1) * v.stride], &toks[..nt], &sums, &mut out);
+                for k in 0..nt {
+                    y[(t0 + k) * ldy + i] = out[k] / x_scales[t0 + k];
+                }
+            }
+            t0 += nt;
+        }
+        c0 = c1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn element_positions() {
+        // Element 128h + 32l + m sits in bits 2l of qs[32h + m].
+        let mut vals = [0i8; 256];
+        vals[128 + 64 + 5] = 1; // h=1, l=2, m=5 -> qs[37] bits 4-5 = code 2
+        vals[3] = -1; // h=0, l=0, m=3 -> qs[3] bits 0-1 = code 0
+        let enc = encode(&vals, &[2.0]).unwrap();
+        assert_eq!(enc.len(), 66);
+        assert_eq!(enc[37], 0b01_10_01_01);
+        assert_eq!(enc[3], 0b01_01_01_00);
+        assert_eq!(enc[0], 0b01_01_01_01);
+        assert_eq!(block_scale(&enc), 2.0);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(encode(&[0; 255], &[1.0]).is_err());
+        assert!(encode(&[0; 256], &[1.0, 2.0]).is_err());
+        let mut c = [0i8; 256];
+        let mut d = [0f32; 1];
+        assert!(matches!(
+            decode(&[0; 65], &mut c, &mut d),
+            Err(KernelError::DataTooShort { .. })
+        ));
+    }
+}

@@ -1,0 +1,217 @@
+//! Dot products of f32 activations with F32 / F16 / BF16 / Q8_0 rows stored as (possibly
+//! unaligned) little-endian bytes. Four independent accumulators hide the FMA latency; the output
+//! head (vocab x hidden in F16) is the largest float product per token and is bandwidth bound.
+
+use super::hsum_ps_256;
+use core::arch::x86_64::*;
+use half::{bf16, f16};
+
+/// # Safety
+/// AVX2 + FMA available; `w` points to `n` readable f32 values (any alignment); `n <= x.len()`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32_avx2(w: *const u8, x: &[f32], n: usize) -> f32 {
+    let n = n.min(x.len());
+    let w = w.cast::<f32>();
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8k + 8 <= n: inside both buffers; loadu accepts any alignment.
+            let (wv, xv) = unsafe { (_mm256_loadu_ps(w.add(i + 8 * k)), _mm256_loadu_ps(xp.add(i + 8 * k))) };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let (wv, xv) = unsafe { (_mm256_loadu_ps(w.add(i)), _mm256_loadu_ps(xp.add(i))) };
+        acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
+        i += 8;
+    }
+    let mut s = hsum_ps_256(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        // SAFETY: i < n; read_unaligned accepts any alignment.
+        s += unsafe { w.add(i).read_unaligned() } * x[i];
+        i += 1;
+    }
+    s
+}
+
+/// # Safety
+/// AVX-512 F available; `w` points to `x.len()` readable f32 values (any alignment).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f32_avx512(w: *const u8, x: &[f32]) -> f32 {
+    let n = x.len();
+    let w = w.cast::<f32>();
+    let xp = x.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 16k + 16 <= n: inside both buffers.
+            let (wv, xv) = unsafe { (_mm512_loadu_ps(w.add(i + 16 * k)), _mm512_loadu_ps(xp.add(i + 16 * k))) };
+            *a = _mm512_fmadd_ps(wv, xv, *a);
+        }
+        i += 64;
+    }
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 { 0xFFFF } else { (1u16 << (n - i)) - 1 };
+        // SAFETY: the mask limits the reads to lanes below n; masked lanes are not accessed.
+        let (wv, xv) = unsafe { (_mm512_maskz_loadu_ps(m, w.add(i)), _mm512_maskz_loadu_ps(m, xp.add(i))) };
+        acc[0] = _mm512_fmadd_ps(wv, xv, acc[0]);
+        i += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ))
+}
+
+/// # Safety
+/// AVX2 + FMA + F16C available; `w` points to `2 * x.len()` readable bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_avx2(w: *const u8, x: &[f32]) -> f32 {
+    let n = x.len();
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: values i + 8k .. i + 8k + 8 <= n: bytes 2(i + 8k) .. + 16 are inside w.
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * (i + 8 * k)).cast())),
+                    _mm256_loadu_ps(xp.add(i + 8 * k)),
+                )
+            };
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let (wv, xv) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_loadu_si128(w.add(2 * i).cast())),
+                _mm256_loadu_ps(xp.add(i)),
+            )
+        };
+        acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
+        i += 8;
+    }
+    let mut s = hsum_ps_256(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    while i < n {
+        // SAFETY: bytes 2i, 2i + 1 are inside w since i < n.
+        let bits = unsafe { u16::from_le_bytes([*w.add(2 * i), *w.add(2 * i + 1)]) };
+        s += f16::from_bits(bits).to_f32() * x[i];
+        i += 1;
+    }
+    s
+}
+
+/// # Safety
+/// AVX-512 F (+ F16C) available; `w` points to `2 * x.len()` readable bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_avx512(w: *const u8, x: &[f32]) -> f32 {
+    let n = x.len();
+    let xp = x.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: values i + 16k .. + 16 <= n: 32 bytes at 2(i + 16k) are inside w.
+            let (wv, xv) = unsafe {
+                (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(w.add(2 * (i + 16 * k)).cast())),
+                    _mm512_loadu_ps(xp.add(i + 16 * k)),
+                )
+            };
+            *a = _mm512_fmadd_ps(wv, xv, *a);
+        }
+        i += 64;
+    }
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 { 0xFFFF } else { (1u16 << (n - i)) - 1 };
+        // SAFETY: the masks limit the reads to values below n (bytes below 2n of w); masked-off
+        // lanes are not accessed.
+        let (wv, xv) = unsafe {
+            (
+                _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w.add(2 * i).cast())),
+                _mm512_maskz_loadu_ps(m, xp.add(i)),
+            )
+        };
+        acc[0] = _mm512_fmadd_ps(wv, xv, acc[0]);
+        i += 16;
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ))
+}
+
+/// # Safety
+/// AVX2 + FMA available; `w` points to `2 * x.len()` readable bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_bf16_avx2(w: *const u8, x: &[f32]) -> f32 {
+    let n = x.len();
+    let xp = x.as_ptr();
+    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            // SAFETY: values i + 8k .. + 8 <= n: 16 bytes at 2(i + 8k) are inside w.
+            let (h, xv) = unsafe {
+                (
+                    _mm_loadu_si128(w.add(2 * (i + 8 * k)).cast()),
+                    _mm256_loadu_ps(xp.add(i + 8 * k)),
+                )
+            };
+            // bf16 is the top half of an f32.
+            let wv = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)));
+            *a = _mm256_fmadd_ps(wv, xv, *a);
+        }
+        i += 16;
+    }
+    let mut s = hsum_ps_256(_mm256_add_ps(acc[0], acc[1]));
+    while i < n {
+        // SAFETY: bytes 2i, 2i + 1 are inside w since i < n.
+        let bits = unsafe { u16::from_le_bytes([*w.add(2 * i), *w.add(2 * i + 1)]) };
+        s += bf16::from_bits(bits).to_f32() * x[i];
+        i += 1;
+    }
+    s
+}
+
+/// `sum_b d_b * (sum_i q_i * x_i)` over Q8_0 blocks.
+///
+/// # Safety
+/// AVX2 + FMA + F16C available; `x.len() % 32 == 0` and `w` points to `x.len() / 32 * 34` bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q8_0_avx2(w: *const u8, x: &[f32]) -> f32 {
+    let nb = x.len() / 32;
+    let xp = x.as_ptr();
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        // SAFETY: block b occupies bytes 34b .. 34b + 34 of w (b < nb); its values pair with
+        // x[32b .. 32b + 32].
+        unsafe {
+            let blk = w.add(34 * b);
+            let d = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([*blk, *blk.add(1)])));
+            let mut s = [_mm256_setzero_ps(); 2];
+            for k in 0..4 {
+                let q8 = _mm_loadl_epi64(blk.add(2 + 8 * k).cast());
+                let qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
+                s[k & 1] = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xp.add(32 * b + 8 * k)), s[k & 1]);
+            }
+            acc = _mm256_fmadd_ps(_mm256_add_ps(s[0], s[1]), d, acc);
+        }
+    }
+    hsum_ps_256(acc)
+}

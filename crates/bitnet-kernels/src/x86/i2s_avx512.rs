@@ -1,0 +1,132 @@
+//! AVX-512 VNNI I2_S kernels: `vpdpbusd` multiplies unsigned codes (0..=2) with signed activations
+//! and adds groups of four straight into i32 lanes; `t = code - 1` is restored by subtracting
+//! `sum(q)` once per token (done by [`gemm_tiled`]).
+//!
+//! One 32-byte block is broadcast to both halves of a zmm register and shifted per 16-bit lane
+//! (`vpsrlvw`) by 6 / 4 and 2 / 0, so each 64-byte code vector lines up with 64 contiguous
+//! activations (values `0..64` and `64..128` of the block). A tile of 4 rows x 4 tokens keeps 16
+//! accumulators and 8 code vectors in registers; each activation load feeds 4 rows and each decoded
+//! block feeds 4 tokens.
+
+use super::sanitize_codes_vl;
+use crate::ternary::i2s::{gemm_tiled, I2sRows, Tile, BLOCK, BLOCK_BYTES};
+use core::arch::x86_64::*;
+
+const R: usize = 4;
+const T: usize = 4;
+
+/// `out[r][k] = sum_j toks[k][j] * code(row0 + r, j)` over the full blocks.
+///
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI available; rows `row0 .. row0 + RR` exist in `v`; `toks.len() == TT`;
+/// every token has at least `full_blocks * 128` values. (Asserted on entry, once per tile.)
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool>(
+    v: I2sRows<'_>,
+    row0: usize,
+    toks: &[&[i8]],
+    out: &mut Tile,
+) {
+    let nb = v.full_blocks();
+    assert!(toks.len() == TT && (row0 + RR) * v.stride <= v.data.len() && nb * BLOCK_BYTES <= v.stride);
+    assert!(toks.iter().all(|t| t.len() >= nb * BLOCK));
+    let m3 = _mm512_set1_epi8(3);
+    // Per-16-bit-lane shifts: low half extracts bits 7-6 (values 0..32) and high half bits 5-4
+    // (values 32..64); the second vector bits 3-2 and 1-0 (values 64..128).
+    let sh01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(6)), _mm256_set1_epi16(4));
+    let sh23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(2)), _mm256_setzero_si256());
+    let mut acc = [[_mm512_setzero_si512(); TT]; RR];
+    let w0 = v.data.as_ptr().wrapping_add(row0 * v.stride);
+    let qp: [*const i8; TT] = core::array::from_fn(|k| toks[k].as_ptr());
+    for b in 0..nb {
+        // (Plain loops rather than closures so everything stays inside this target-feature
+        // function.)
+        let mut c = [[_mm512_setzero_si512(); 2]; RR];
+        for (rr, c_r) in c.iter_mut().enumerate() {
+            // SAFETY: row row0 + rr exists and block b < nb lies within its stride (asserted).
+            let w = unsafe { _mm256_loadu_si256(w0.add(rr * v.stride + b * BLOCK_BYTES).cast()) };
+            let wz = _mm512_broadcast_i64x4(if CLEAN { w } else { sanitize_codes_vl(w) });
+            c_r[0] = _mm512_and_si512(_mm512_srlv_epi16(wz, sh01), m3);
+            c_r[1] = _mm512_and_si512(_mm512_srlv_epi16(wz, sh23), m3);
+        }
+        for (k, &p) in qp.iter().enumerate() {
+            // SAFETY: values 128b .. 128b + 128 are inside every token (asserted above).
+            let (q0, q1) = unsafe {
+                (
+                    _mm512_loadu_si512(p.add(b * BLOCK).cast()),
+                    _mm512_loadu_si512(p.add(b * BLOCK + 64).cast()),
+                )
+            };
+            for (acc_r, c_r) in acc.iter_mut().zip(&c) {
+                acc_r[k] = _mm512_dpbusd_epi32(acc_r[k], c_r[0], q0);
+                acc_r[k] = _mm512_dpbusd_epi32(acc_r[k], c_r[1], q1);
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (ok, &ak) in o.iter_mut().zip(a) {
+            *ok = _mm512_reduce_add_epi32(ak);
+        }
+    }
+}
+
+/// # Safety
+/// As [`tile`], with `nr` in `{1, R}` and `toks.len()` in `1..=T`.
+unsafe fn dots(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if v.clean {
+            dots_with::<true>(v, r, nr, toks, out)
+        } else {
+            dots_with::<false>(v, r, nr, toks, out)
+        }
+    }
+}
+
+/// # Safety
+/// As [`dots`].
+unsafe fn dots_with<const CLEAN: bool>(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match (nr == R, toks.len()) {
+            (true, 1) => tile::<R, 1, CLEAN>(v, r, toks, out),
+            (true, 2) => tile::<R, 2, CLEAN>(v, r, toks, out),
+            (true, 3) => tile::<R, 3, CLEAN>(v, r, toks, out),
+            (true, _) => tile::<R, T, CLEAN>(v, r, toks, out),
+            (false, 1) => tile::<1, 1, CLEAN>(v, r, toks, out),
+            (false, 2) => tile::<1, 2, CLEAN>(v, r, toks, out),
+            (false, 3) => tile::<1, 3, CLEAN>(v, r, toks, out),
+            (false, _) => tile::<1, T, CLEAN>(v, r, toks, out),
+        }
+    }
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI available; `q.len() >= cols`, `row0 + y.len() <= rows`.
+pub(crate) unsafe fn gemv(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
+    let m = y.len();
+    gemm_tiled(v, w_scale, q, &[x_scale], row0, m, y, m, R, 1, |r, nr, toks, out| {
+        // SAFETY: the caller guarantees AVX-512 VNNI; gemm_tiled passes rows inside
+        // row0..row0 + m, nr in {1, R} and tokens of cols values.
+        unsafe { dots(v, r, nr, toks, out) }
+    });
+}
+
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI available; the bounds of `TernaryMatrix::gemm` hold.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm(
+    v: I2sRows<'_>,
+    w_scale: f32,
+    q: &[i8],
+    x_scales: &[f32],
+    row0: usize,
+    m: usize,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    gemm_tiled(v, w_scale, q, x_scales, row0, m, y, ldy, R, T, |r, nr, toks, out| {
+        // SAFETY: as in gemv.
+        unsafe { dots(v, r, nr, toks, out) }
+    });
+}

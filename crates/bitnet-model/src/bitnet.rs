@@ -1,0 +1,242 @@
+//! The BitNet b1.58 architecture: weights and the forward pass, in one file.
+//!
+//! Per layer: `x += o_proj(attn_sub_norm(attention(rope(q), rope(k), v)))` with q/k/v projections of
+//! `attn_norm(x)`, then `x += down(ffn_sub_norm(act(gate(h)) * up(h)))` with `h = ffn_norm(x)`. Every
+//! projection is ternary and quantizes its input to int8 per token (absmax, round half to even).
+//! The output head is the (tied) embedding in float.
+
+use anyhow::{bail, Result};
+use bitnet_kernels::{quantize_row_i8, FloatMatrix, TernaryMatrix};
+
+use crate::config::ModelConfig;
+use crate::kv_cache::KvCache;
+use crate::matmul;
+use crate::ops::{self, AttnShape, Rope};
+
+/// A ternary projection, optionally followed by a per-tensor output scale (llama.cpp's
+/// `blk.N.<proj>.scale` tensors of the `bitnet` architecture).
+#[derive(Debug)]
+pub struct Linear {
+    pub w: TernaryMatrix,
+    pub out_scale: Option<f32>,
+}
+
+impl Linear {
+    pub fn new(w: TernaryMatrix) -> Self {
+        Linear { w, out_scale: None }
+    }
+
+    /// `y = W · quant_i8(x)` for `n_tok` rows of `x`, using `xq`/`xs` as quantization scratch.
+    pub fn forward(&self, x: &[f32], n_tok: usize, s: &mut QuantScratch, y: &mut [f32]) {
+        let cols = self.w.cols();
+        s.xq.resize(n_tok * cols, 0);
+        s.xs.resize(n_tok, 0.0);
+        for t in 0..n_tok {
+            s.xs[t] = quantize_row_i8(&x[t * cols..(t + 1) * cols], &mut s.xq[t * cols..(t + 1) * cols]);
+        }
+        let rows = self.w.rows();
+        let y = &mut y[..n_tok * rows];
+        matmul::ternary(&self.w, &s.xq[..n_tok * cols], &s.xs[..n_tok], y, &mut s.tmp);
+        if let Some(sc) = self.out_scale {
+            y.iter_mut().for_each(|v| *v *= sc);
+        }
+    }
+}
+
+/// Buffers for activation quantization and blocked products, reused across calls.
+#[derive(Default, Debug)]
+pub struct QuantScratch {
+    pub xq: Vec<i8>,
+    pub xs: Vec<f32>,
+    pub tmp: Vec<f32>,
+}
+
+/// One transformer block.
+#[derive(Debug)]
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub attn_sub_norm: Vec<f32>,
+    pub wo: Linear,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub ffn_sub_norm: Vec<f32>,
+    pub w_down: Linear,
+}
+
+/// A loaded model: configuration and weights (ternary weights stay packed, usually mmapped).
+#[derive(Debug)]
+pub struct BitNetModel {
+    pub cfg: ModelConfig,
+    pub embed: FloatMatrix,
+    pub layers: Vec<Layer>,
+    pub final_norm: Vec<f32>,
+    /// The output head: the embedding matrix again when tied.
+    pub head: FloatMatrix,
+    pub rope: Rope,
+}
+
+/// Which positions' logits a forward call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// Only the last token's (generation).
+    Last,
+    /// Every token's (scoring, perplexity, `bitnet logits`).
+    All,
+    /// None: only fill the KV cache.
+    None,
+}
+
+/// Per-sequence state: the KV cache, the next position, and reusable buffers.
+#[derive(Debug)]
+pub struct InferenceState {
+    pub cache: KvCache,
+    pub pos: usize,
+    buf: Buffers,
+    logits: Vec<f32>,
+}
+
+#[derive(Default, Debug)]
+struct Buffers {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    quant: QuantScratch,
+}
+
+impl InferenceState {
+    /// Position `pos` is the number of tokens already in the cache.
+    pub fn new(model: &BitNetModel, ctx: usize) -> Self {
+        let c = &model.cfg;
+        InferenceState {
+            cache: KvCache::new(c.num_layers, c.kv_dim(), ctx),
+            pos: 0,
+            buf: Buffers::default(),
+            logits: Vec::new(),
+        }
+    }
+
+    /// Forgets the sequence (keeps the allocations).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Drops positions `n..` so that generation continues from position `n`.
+    pub fn truncate(&mut self, n: usize) {
+        self.pos = self.pos.min(n);
+    }
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+impl BitNetModel {
+    /// Runs `tokens` at positions `state.pos..`, appends them to the cache, and returns the wanted
+    /// logits (`[n, vocab]`: n = 1 for `Last`, `tokens.len()` for `All`).
+    pub fn forward<'s>(&self, tokens: &[u32], state: &'s mut InferenceState, wanted: LogitsWanted) -> Result<&'s [f32]> {
+        let c = &self.cfg;
+        let n = tokens.len();
+        if n == 0 {
+            bail!("no tokens to evaluate");
+        }
+        let pos0 = state.pos;
+        if pos0 + n > state.cache.capacity() {
+            bail!(
+                "context is full: {} tokens in the cache + {} new > context size {} (raise -c/--ctx-size)",
+                pos0,
+                n,
+                state.cache.capacity()
+            );
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            bail!("token id {bad} is out of range (vocabulary size {})", c.vocab_size);
+        }
+        let (h, qd, kvd, ffn) = (c.hidden_size, c.num_heads * c.head_dim, c.kv_dim(), c.intermediate_size);
+        let b = &mut state.buf;
+        let x = grow(&mut b.x, n * h);
+        for (t, &id) in tokens.iter().enumerate() {
+            self.embed.dequantize_row(id as usize, &mut x[t * h..(t + 1) * h]);
+        }
+        // RoPE angles for the new positions, shared by all layers.
+        let half = self.rope.half();
+        grow(&mut b.cos, n * half);
+        grow(&mut b.sin, n * half);
+        for t in 0..n {
+            self.rope.angles(pos0 + t, &mut b.cos[t * half..(t + 1) * half], &mut b.sin[t * half..(t + 1) * half]);
+        }
+        let shape = AttnShape { n_heads: c.num_heads, n_kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+        for (li, l) in self.layers.iter().enumerate() {
+            let x = &mut b.x[..n * h];
+            let xn = grow(&mut b.xn, n * h.max(qd));
+            ops::rmsnorm_rows(x, &l.attn_norm, c.rms_eps, &mut xn[..n * h]);
+            let q = grow(&mut b.q, n * qd);
+            l.wq.forward(&b.xn, n, &mut b.quant, q);
+            let k = grow(&mut b.k, n * kvd);
+            l.wk.forward(&b.xn, n, &mut b.quant, k);
+            let v = grow(&mut b.v, n * kvd);
+            l.wv.forward(&b.xn, n, &mut b.quant, v);
+            for t in 0..n {
+                let (cs, sn) = (&b.cos[t * half..(t + 1) * half], &b.sin[t * half..(t + 1) * half]);
+                for hq in b.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
+                    ops::rope_head(hq, cs, sn);
+                }
+                for hk in b.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(c.head_dim) {
+                    ops::rope_head(hk, cs, sn);
+                }
+            }
+            state.cache.store(li, pos0, &b.k[..n * kvd], &b.v[..n * kvd]);
+            let (kc, vc) = state.cache.layer(li, pos0 + n);
+            let attn = grow(&mut b.attn, n * qd);
+            ops::attention(&b.q[..n * qd], kc, vc, pos0, n, shape, attn);
+            ops::rmsnorm_rows(&b.attn[..n * qd], &l.attn_sub_norm, c.rms_eps, &mut b.xn[..n * qd]);
+            let proj = grow(&mut b.proj, n * h);
+            l.wo.forward(&b.xn, n, &mut b.quant, proj);
+            for (xi, pi) in b.x[..n * h].iter_mut().zip(&b.proj[..n * h]) {
+                *xi += pi;
+            }
+            ops::rmsnorm_rows(&b.x[..n * h], &l.ffn_norm, c.rms_eps, &mut b.xn[..n * h]);
+            let gate = grow(&mut b.gate, n * ffn);
+            l.w_gate.forward(&b.xn, n, &mut b.quant, gate);
+            let up = grow(&mut b.up, n * ffn);
+            l.w_up.forward(&b.xn, n, &mut b.quant, up);
+            let act = c.ffn_act;
+            for (g, u) in b.gate[..n * ffn].iter_mut().zip(&b.up[..n * ffn]) {
+                *g = act.apply(*g) * u;
+            }
+            // ffn_sub_norm output reuses `up` (same width).
+            ops::rmsnorm_rows(&b.gate[..n * ffn], &l.ffn_sub_norm, c.rms_eps, &mut b.up[..n * ffn]);
+            l.w_down.forward(&b.up, n, &mut b.quant, &mut b.proj[..n * h]);
+            for (xi, pi) in b.x[..n * h].iter_mut().zip(&b.proj[..n * h]) {
+                *xi += pi;
+            }
+        }
+        state.pos = pos0 + n;
+        let first = match wanted {
+            LogitsWanted::None => return Ok(&state.logits[..0]),
+            LogitsWanted::Last => n - 1,
+            LogitsWanted::All => 0,
+        };
+        let m = n - first;
+        let xn = grow(&mut b.xn, m * h);
+        ops::rmsnorm_rows(&b.x[first * h..n * h], &self.final_norm, c.rms_eps, xn);
+        let vocab = self.head.rows();
+        let logits = grow(&mut state.logits, m * vocab);
+        matmul::float(&self.head, &b.xn[..m * h], m, logits, &mut b.quant.tmp);
+        Ok(&state.logits[..m * vocab])
+    }
+}

@@ -1,0 +1,296 @@
+//! Hyperparameters of a BitNet b1.58 model, read from GGUF metadata or a Hugging Face `config.json`.
+//!
+//! Every missing or malformed key is an error that names the key, and every size is bounded so that a
+//! hostile file cannot make the loader allocate absurd amounts of memory.
+
+use std::fmt;
+
+use anyhow::{bail, Context, Result};
+use bitnet_gguf::GgufFile;
+
+/// The gated FFN's activation: `act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FfnActivation {
+    /// `relu(x)^2`, BitNet b1.58 (2B-4T).
+    Relu2,
+    /// `x * sigmoid(x)`, the 2024 1bitLLM models (llama.cpp's `bitnet` graph).
+    Silu,
+}
+
+impl FfnActivation {
+    /// Parses the names used by `--ffn-act`, `hidden_act` and `bitnet.hidden_activation`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "relu2" | "relu_squared" | "squared_relu" | "relu^2" | "relusqr" => Some(Self::Relu2),
+            "silu" | "swish" | "swiglu" => Some(Self::Silu),
+            _ => None,
+        }
+    }
+
+    /// Applies the activation to one gate value.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Self::Relu2 => {
+                let r = x.max(0.0);
+                r * r
+            }
+            Self::Silu => x / (1.0 + (-x).exp()),
+        }
+    }
+}
+
+impl fmt::Display for FfnActivation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Relu2 => "relu2",
+            Self::Silu => "silu",
+        })
+    }
+}
+
+/// Limits that keep a hostile file from asking for unbounded memory. They are far above any real
+/// BitNet model (2B-4T: hidden 2560, FFN 6912, 30 layers, vocab 128256).
+pub const MAX_HIDDEN: usize = 1 << 16;
+pub const MAX_FFN: usize = 1 << 18;
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_VOCAB: usize = 1 << 22;
+pub const MAX_CONTEXT: usize = 1 << 20;
+
+/// Everything the forward pass needs to know about a model's shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// Where the hyperparameters came from: the GGUF architecture (`bitnet-b1.58`, `bitnet-25`,
+    /// `bitnet`) or `hf:<architectures[0]>`.
+    pub arch: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Leading dimensions of each head that RoPE rotates (half-split / NEOX); normally `head_dim`.
+    pub rope_dim: usize,
+    pub vocab_size: usize,
+    /// Training context length (`context_length` / `max_position_embeddings`).
+    pub context_length: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f32,
+    pub ffn_act: FfnActivation,
+    /// Why `ffn_act` is what it is, for `bitnet inspect`.
+    pub ffn_act_reason: String,
+}
+
+impl ModelConfig {
+    /// Reads the hyperparameters of a GGUF file (`{arch}.*` keys).
+    pub fn from_gguf(gguf: &GgufFile, ffn_override: Option<FfnActivation>) -> Result<Self> {
+        let arch = gguf.get_str("general.architecture")?.to_string();
+        let (ffn_act, reason) = match arch.as_str() {
+            "bitnet-b1.58" | "bitnet-25" => (
+                FfnActivation::Relu2,
+                format!("architecture '{arch}' is BitNet b1.58 (squared ReLU)"),
+            ),
+            "bitnet" => {
+                let key = "bitnet.hidden_activation";
+                match gguf.get(key) {
+                    Some(_) => {
+                        let v = gguf.get_str(key)?;
+                        let act = FfnActivation::parse(v)
+                            .with_context(|| format!("unknown value '{v}' of key '{key}' (expected relu2 or silu)"))?;
+                        (act, format!("from key '{key}' = '{v}'"))
+                    }
+                    None => (
+                        FfnActivation::Silu,
+                        "llama.cpp 'bitnet' file without 'bitnet.hidden_activation': SiLU as llama.cpp does \
+                         (right for 1bitLLM models; use --ffn-act relu2 for BitNet b1.58 2B-4T weights)"
+                            .to_string(),
+                    ),
+                }
+            }
+            other => bail!(
+                "unsupported architecture '{other}' (key 'general.architecture'); \
+                 expected bitnet-b1.58, bitnet-25 or bitnet"
+            ),
+        };
+        let k = |name: &str| format!("{arch}.{name}");
+        let hidden = gguf.get_u64(&k("embedding_length"))? as usize;
+        let heads = gguf.get_u64(&k("attention.head_count"))? as usize;
+        let kv_heads = match gguf.get(&k("attention.head_count_kv")) {
+            Some(_) => gguf.get_u64(&k("attention.head_count_kv"))? as usize,
+            None => heads,
+        };
+        let head_dim = if heads == 0 { 0 } else { hidden / heads };
+        let rope_dim = match gguf.get(&k("rope.dimension_count")) {
+            Some(_) => gguf.get_u64(&k("rope.dimension_count"))? as usize,
+            None => head_dim,
+        };
+        // The vocabulary size key is optional (llama.cpp omits it): fall back to the token list and then
+        // to the embedding's row count.
+        let vocab = if gguf.get(&k("vocab_size")).is_some() {
+            gguf.get_u64(&k("vocab_size"))? as usize
+        } else if let Some(bitnet_gguf::MetadataValue::Array(tokens)) = gguf.get("tokenizer.ggml.tokens") {
+            tokens.len()
+        } else {
+            let t = gguf.tensor("token_embd.weight").with_context(|| {
+                format!(
+                    "no vocabulary size: key '{arch}.vocab_size', 'tokenizer.ggml.tokens' and tensor \
+                     'token_embd.weight' are all missing"
+                )
+            })?;
+            t.dims.get(1).copied().unwrap_or(0) as usize
+        };
+        let rope_theta = match gguf.get(&k("rope.freq_base")) {
+            Some(_) => gguf.get_f32(&k("rope.freq_base"))?,
+            None => 10_000.0,
+        };
+        let cfg = ModelConfig {
+            hidden_size: hidden,
+            intermediate_size: gguf.get_u64(&k("feed_forward_length"))? as usize,
+            num_layers: gguf.get_u64(&k("block_count"))? as usize,
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+            rope_dim,
+            vocab_size: vocab,
+            context_length: gguf.get_u64(&k("context_length"))? as usize,
+            rope_theta,
+            rms_eps: gguf.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
+            ffn_act,
+            ffn_act_reason: reason,
+            arch,
+        };
+        cfg.with_override(ffn_override).validated()
+    }
+
+    /// Reads a Hugging Face `config.json` (BitNetForCausalLM). Accepts `rope_theta` and the newer
+    /// `rope_parameters: {rope_theta}` form.
+    pub fn from_hf_json(json: &serde_json::Value, ffn_override: Option<FfnActivation>) -> Result<Self> {
+        let get_usize = |key: &str| -> Result<usize> {
+            let v = json.get(key).with_context(|| format!("config.json: missing key '{key}'"))?;
+            v.as_u64()
+                .map(|x| x as usize)
+                .with_context(|| format!("config.json: key '{key}' must be a non-negative integer, got {v}"))
+        };
+        let get_f32 = |v: &serde_json::Value, key: &str| -> Result<f32> {
+            v.as_f64()
+                .map(|x| x as f32)
+                .with_context(|| format!("config.json: key '{key}' must be a number, got {v}"))
+        };
+        let arch = json
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .unwrap_or("BitNetForCausalLM");
+        let hidden = get_usize("hidden_size")?;
+        let heads = get_usize("num_attention_heads")?;
+        let kv_heads = match json.get("num_key_value_heads") {
+            Some(_) => get_usize("num_key_value_heads")?,
+            None => heads,
+        };
+        let head_dim = match json.get("head_dim") {
+            Some(_) => get_usize("head_dim")?,
+            None if heads > 0 => hidden / heads,
+            None => 0,
+        };
+        let rope_theta = if let Some(v) = json.get("rope_theta") {
+            get_f32(v, "rope_theta")?
+        } else if let Some(v) = json.get("rope_parameters").and_then(|p| p.get("rope_theta")) {
+            get_f32(v, "rope_parameters.rope_theta")?
+        } else {
+            10_000.0
+        };
+        if let Some(rt) = json
+            .get("rope_parameters")
+            .and_then(|p| p.get("rope_type"))
+            .and_then(|t| t.as_str())
+        {
+            if rt != "default" {
+                bail!("config.json: rope_parameters.rope_type '{rt}' is not supported (only 'default')");
+            }
+        }
+        let act_name = json.get("hidden_act").and_then(|v| v.as_str()).unwrap_or("relu2");
+        let ffn_act = FfnActivation::parse(act_name)
+            .with_context(|| format!("config.json: unsupported hidden_act '{act_name}' (expected relu2 or silu)"))?;
+        let cfg = ModelConfig {
+            arch: format!("hf:{arch}"),
+            hidden_size: hidden,
+            intermediate_size: get_usize("intermediate_size")?,
+            num_layers: get_usize("num_hidden_layers")?,
+            num_heads: heads,
+            num_kv_heads: kv_heads,
+            head_dim,
+            rope_dim: head_dim,
+            vocab_size: get_usize("vocab_size")?,
+            context_length: match json.get("max_position_embeddings") {
+                Some(_) => get_usize("max_position_embeddings")?,
+                None => 4096,
+            },
+            rope_theta,
+            rms_eps: match json.get("rms_norm_eps") {
+                Some(v) => get_f32(v, "rms_norm_eps")?,
+                None => 1e-5,
+            },
+            ffn_act,
+            ffn_act_reason: format!("config.json hidden_act = '{act_name}'"),
+        };
+        cfg.with_override(ffn_override).validated()
+    }
+
+    fn with_override(mut self, ffn_override: Option<FfnActivation>) -> Self {
+        if let Some(act) = ffn_override {
+            if act != self.ffn_act {
+                self.ffn_act_reason = format!("--ffn-act {act} (the file says {}: {})", self.ffn_act, self.ffn_act_reason);
+            } else {
+                self.ffn_act_reason = format!("--ffn-act {act} (same as the file: {})", self.ffn_act_reason);
+            }
+            self.ffn_act = act;
+        }
+        self
+    }
+
+    /// Checks that the shape is consistent and within bounds.
+    pub fn validated(self) -> Result<Self> {
+        let c = &self;
+        let check = |name: &str, v: usize, max: usize| -> Result<()> {
+            if v == 0 || v > max {
+                bail!("{name} = {v} is out of range (1..={max})");
+            }
+            Ok(())
+        };
+        check("hidden size", c.hidden_size, MAX_HIDDEN)?;
+        check("feed-forward size", c.intermediate_size, MAX_FFN)?;
+        check("layer count", c.num_layers, MAX_LAYERS)?;
+        check("attention head count", c.num_heads, MAX_HEADS)?;
+        check("KV head count", c.num_kv_heads, MAX_HEADS)?;
+        check("vocabulary size", c.vocab_size, MAX_VOCAB)?;
+        check("context length", c.context_length, MAX_CONTEXT)?;
+        check("head dimension", c.head_dim, MAX_HIDDEN)?;
+        if c.num_heads * c.head_dim != c.hidden_size {
+            bail!(
+                "hidden size {} is not heads ({}) x head dimension ({})",
+                c.hidden_size,
+                c.num_heads,
+                c.head_dim
+            );
+        }
+        if c.num_heads % c.num_kv_heads != 0 {
+            bail!("attention heads ({}) are not a multiple of KV heads ({})", c.num_heads, c.num_kv_heads);
+        }
+        if c.rope_dim == 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0 {
+            bail!("RoPE dimension {} must be even and in 2..={}", c.rope_dim, c.head_dim);
+        }
+        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) {
+            bail!("RoPE base {} must be a positive number", c.rope_theta);
+        }
+        if !(c.rms_eps.is_finite() && c.rms_eps >= 0.0) {
+            bail!("RMSNorm epsilon {} must be a non-negative number", c.rms_eps);
+        }
+        Ok(self)
+    }
+
+    /// `num_kv_heads * head_dim`: the width of K and V.
+    pub fn kv_dim(&self) -> usize {
+        self.num_kv_heads * self.head_dim
+    }
+}

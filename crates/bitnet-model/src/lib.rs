@@ -1,0 +1,87 @@
+//! BitNet b1.58 models: configuration, loading from GGUF and Hugging Face folders, the forward pass
+//! and the KV cache.
+//!
+//! ```no_run
+//! use bitnet_model::{load, LoadOptions, InferenceState, LogitsWanted};
+//! let (model, tok) = load(std::path::Path::new("ggml-model-i2_s.gguf"), &LoadOptions::default())?;
+//! let ids = tok.encode("Hello", true)?;
+//! let mut state = InferenceState::new(&model, 4096);
+//! let logits = model.forward(&ids, &mut state, LogitsWanted::Last)?;
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod bitnet;
+pub mod config;
+pub mod inspect;
+pub mod kv_cache;
+pub mod load_gguf;
+pub mod load_hf;
+mod matmul;
+pub mod npy;
+pub mod ops;
+pub mod synth;
+pub mod ternarize;
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, QuantScratch};
+pub use bitnet_tokenizer::Tokenizer;
+pub use config::{FfnActivation, ModelConfig};
+
+/// Options that change how a model is read.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Overrides the FFN activation the file implies (`--ffn-act`).
+    pub ffn_act: Option<FfnActivation>,
+}
+
+/// What kind of model a path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelKind {
+    Gguf,
+    HfFolder,
+}
+
+/// Tells a GGUF file from a Hugging Face folder (a folder, or a file inside one).
+pub fn detect(path: &Path) -> Result<(ModelKind, std::path::PathBuf)> {
+    if path.is_dir() {
+        return Ok((ModelKind::HfFolder, path.to_path_buf()));
+    }
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
+    let n = f.read(&mut magic).with_context(|| format!("reading {}", path.display()))?;
+    if n == 4 && &magic == b"GGUF" {
+        return Ok((ModelKind::Gguf, path.to_path_buf()));
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") {
+        if let Some(dir) = path.parent() {
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            return Ok((ModelKind::HfFolder, dir.to_path_buf()));
+        }
+    }
+    bail!("{}: not a GGUF file (magic {:?}) nor a Hugging Face model folder", path.display(), &magic[..n]);
+}
+
+/// Loads a model and its tokenizer from a `.gguf` file or a Hugging Face folder.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<(BitNetModel, Tokenizer)> {
+    match detect(path)? {
+        (ModelKind::Gguf, p) => load_gguf::load(&p, opts.ffn_act),
+        (ModelKind::HfFolder, p) => load_hf::load(&p, opts.ffn_act),
+    }
+}
+
+/// Loads only the tokenizer of a model (no weights are read).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    match detect(path)? {
+        (ModelKind::Gguf, p) => {
+            let g = bitnet_gguf::GgufFile::open(&p)?;
+            load_gguf::tokenizer_from_gguf(&g).with_context(|| format!("tokenizer of {}", p.display()))
+        }
+        (ModelKind::HfFolder, p) => {
+            Tokenizer::from_hf_dir(&p).with_context(|| format!("tokenizer of {}", p.display()))
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Splits matrix products over the worker threads: each thread takes a contiguous block of output
+//! rows (weights are read once per block for all tokens), then the blocks are gathered.
+
+use bitnet_kernels::{FloatMatrix, TernaryMatrix};
+use rayon::prelude::*;
+
+/// Output rows per task: enough tasks for load balance (4 per thread), rows a multiple of 16.
+fn rows_per_task(rows: usize) -> usize {
+    let tasks = rayon::current_num_threads().max(1) * 4;
+    rows.div_ceil(tasks).next_multiple_of(16).max(16)
+}
+
+/// Runs `f(row0, m, ychunk)` over blocks of rows, where `ychunk` is `[n_tok, m]`, then scatters the
+/// blocks into `y` (`[n_tok, rows]`). `tmp` is reusable scratch.
+fn blocked(rows: usize, n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    let chunk = rows_per_task(rows);
+    if n_tok == 1 {
+        y[..rows].par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| f(ci * chunk, yc.len(), yc));
+        return;
+    }
+    tmp.clear();
+    tmp.resize(rows * n_tok, 0.0);
+    tmp.par_chunks_mut(chunk * n_tok).enumerate().for_each(|(ci, yc)| {
+        let m = yc.len() / n_tok;
+        f(ci * chunk, m, yc)
+    });
+    for (ci, yc) in tmp.chunks(chunk * n_tok).enumerate() {
+        let r0 = ci * chunk;
+        let m = yc.len() / n_tok;
+        for t in 0..n_tok {
+            y[t * rows + r0..t * rows + r0 + m].copy_from_slice(&yc[t * m..(t + 1) * m]);
+        }
+    }
+}
+
+/// `y[t] = W · x[t]` for `n_tok` int8-quantized tokens (`xq` is `[n_tok, cols]`, `xs` the per-token
+/// activation scales). `y` is `[n_tok, rows]`.
+pub fn ternary(w: &TernaryMatrix, xq: &[i8], xs: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
+    let n_tok = xs.len();
+    if n_tok == 1 {
+        blocked(w.rows(), 1, y, tmp, |r0, _m, yc| w.gemv(xq, xs[0], r0, yc));
+    } else {
+        blocked(w.rows(), n_tok, y, tmp, |r0, m, yc| w.gemm(xq, xs, r0, m, yc, m));
+    }
+}
+
+/// `y[t] = W · x[t]` in f32 for a float/quantized matrix (the output head). `x` is `[n_tok, cols]`.
+pub fn float(w: &FloatMatrix, x: &[f32], n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>) {
+    let cols = w.cols();
+    blocked(w.rows(), n_tok, y, tmp, |r0, m, yc| {
+        for t in 0..n_tok {
+            w.gemv(&x[t * cols..(t + 1) * cols], r0, &mut yc[t * m..(t + 1) * m]);
+        }
+    });
+}

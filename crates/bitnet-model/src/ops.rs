@@ -1,0 +1,170 @@
+//! The float operations of the forward pass (norms, RoPE, attention), written to follow the reference's
+//! f32 arithmetic order closely. Ternary matrix products live in `bitnet-kernels`.
+
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+/// RMSNorm: `w * (x / sqrt(mean(x^2) + eps))`, with the mean of squares accumulated in f64 and the
+/// rest in f32 like the reference (`x * rsqrt(var + eps)` then `weight *`).
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    debug_assert_eq!(x.len(), w.len());
+    let ss: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let var = (ss / x.len().max(1) as f64) as f32;
+    let inv = 1.0f32 / (var + eps).sqrt();
+    for ((o, &xi), &wi) in out.iter_mut().zip(x).zip(w) {
+        *o = wi * (xi * inv);
+    }
+}
+
+/// RMSNorm of `n` rows of width `w.len()`, in place from `x` into `out`.
+pub fn rmsnorm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let d = w.len();
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rmsnorm(xr, w, eps, or);
+    }
+}
+
+/// cos/sin of the RoPE angles for one position: `angle_i = pos * theta^(-2i/rope_dim)` in f32, for
+/// `i < rope_dim/2` (half-split / NEOX layout, as transformers' `rotate_half`).
+#[derive(Clone, Debug)]
+pub struct Rope {
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(rope_dim: usize, theta: f32) -> Self {
+        let inv_freq = (0..rope_dim / 2)
+            .map(|i| 1.0f32 / theta.powf((2 * i) as f32 / rope_dim as f32))
+            .collect();
+        Rope { inv_freq }
+    }
+
+    /// Fills `cos`/`sin` (each `rope_dim/2` long) for position `pos`.
+    pub fn angles(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let p = pos as f32;
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.inv_freq) {
+            let a = p * f;
+            *c = a.cos();
+            *s = a.sin();
+        }
+    }
+
+    pub fn half(&self) -> usize {
+        self.inv_freq.len()
+    }
+}
+
+/// Rotates the first `2 * cos.len()` values of one head in place: `x*cos + rotate_half(x)*sin`.
+#[inline]
+pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let h = cos.len();
+    for i in 0..h {
+        let x0 = x[i];
+        let x1 = x[i + h];
+        x[i] = x0 * cos[i] + (-x1) * sin[i];
+        x[i + h] = x1 * cos[i] + x0 * sin[i];
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Shape of one attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+/// Causal attention of `n_tok` new queries at positions `pos0..pos0+n_tok` against a cache whose
+/// rows `0..pos0+n_tok` are filled. `q`/`out` are `[n_tok, n_heads*head_dim]`, `k`/`v` are
+/// `[positions, n_kv_heads*head_dim]`. Query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+/// Scores are scaled by `1/sqrt(head_dim)`, softmax in f32.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], pos0: usize, n_tok: usize, s: AttnShape, out: &mut [f32]) {
+    let d = s.head_dim;
+    let group = s.n_heads / s.n_kv_heads;
+    let kv_dim = s.n_kv_heads * d;
+    let scale = 1.0f32 / (d as f32).sqrt();
+    let work = |(i, o): (usize, &mut [f32])| {
+        let t = i / s.n_heads;
+        let h = i % s.n_heads;
+        let kvh = h / group;
+        let n = pos0 + t + 1;
+        let qh = &q[i * d..(i + 1) * d];
+        SCORES.with(|cell| {
+            let mut sc = cell.borrow_mut();
+            sc.clear();
+            sc.resize(n, 0.0);
+            let mut max = f32::NEG_INFINITY;
+            for (j, sj) in sc.iter_mut().enumerate() {
+                let kj = &k[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
+                let dot: f32 = qh.iter().zip(kj).map(|(a, b)| a * b).sum();
+                *sj = dot * scale;
+                max = max.max(*sj);
+            }
+            let mut sum = 0.0f32;
+            for sj in sc.iter_mut() {
+                *sj = (*sj - max).exp();
+                sum += *sj;
+            }
+            let inv = 1.0 / sum;
+            o.fill(0.0);
+            for (j, &e) in sc.iter().enumerate() {
+                let p = e * inv;
+                let vj = &v[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
+                for (oo, &vv) in o.iter_mut().zip(vj) {
+                    *oo += p * vv;
+                }
+            }
+        });
+    };
+    let out = &mut out[..n_tok * s.n_heads * d];
+    if n_tok * s.n_heads * (pos0 + n_tok) < 4096 {
+        out.chunks_mut(d).enumerate().for_each(work);
+    } else {
+        out.par_chunks_mut(d).enumerate().for_each(work);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rmsnorm_unit_weights_gives_unit_rms() {
+        let x = [3.0f32, -4.0, 0.0, 5.0];
+        let mut o = [0.0; 4];
+        rmsnorm(&x, &[1.0; 4], 0.0, &mut o);
+        let rms = (o.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
+        assert!((rms - 1.0).abs() < 1e-6, "{rms}");
+    }
+
+    #[test]
+    fn rope_at_position_zero_is_identity_and_preserves_norm() {
+        let r = Rope::new(8, 10_000.0);
+        let (mut c, mut s) = (vec![0.0; 4], vec![0.0; 4]);
+        r.angles(0, &mut c, &mut s);
+        let mut x: Vec<f32> = (0..8).map(|i| i as f32 - 3.5).collect();
+        let x0 = x.clone();
+        rope_head(&mut x, &c, &s);
+        assert_eq!(x, x0);
+        r.angles(17, &mut c, &mut s);
+        rope_head(&mut x, &c, &s);
+        let n0: f32 = x0.iter().map(|v| v * v).sum();
+        let n1: f32 = x.iter().map(|v| v * v).sum();
+        assert!((n0 - n1).abs() < 1e-4);
+    }
+
+    #[test]
+    fn attention_single_position_returns_value() {
+        let s = AttnShape { n_heads: 2, n_kv_heads: 1, head_dim: 2 };
+        let q = [1.0, 2.0, 3.0, 4.0];
+        let k = [0.5, 0.5];
+        let v = [7.0, -1.0];
+        let mut o = [0.0; 4];
+        attention(&q, &k, &v, 0, 1, s, &mut o);
+        assert_eq!(o, [7.0, -1.0, 7.0, -1.0]);
+    }
+}

@@ -1,0 +1,202 @@
+//! Corrupt and hostile model files, generated from the fixtures: every one must give a clear error
+//! (naming the key, tensor or limit) and never panic or allocate absurd amounts of memory.
+
+mod common;
+use common::*;
+
+use bitnet_gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue};
+use bitnet_model::load_gguf::from_gguf;
+use bitnet_model::{load, InferenceState, LoadOptions, LogitsWanted};
+
+fn load_bytes(bytes: Vec<u8>) -> anyhow::Result<()> {
+    let g = GgufFile::from_bytes(bytes, "hostile.gguf")?;
+    from_gguf(&g, None)?;
+    Ok(())
+}
+
+fn writer_from(src: &str, skip_key: Option<&str>, skip_tensor: Option<&str>) -> GgufWriter {
+    let g = GgufFile::open(&fixture(src)).expect("fixture");
+    let mut w = GgufWriter::new();
+    for (k, v) in g.metadata() {
+        if Some(k.as_str()) != skip_key && k != "general.alignment" {
+            w.add_metadata(k.clone(), v.clone()).expect("metadata");
+        }
+    }
+    for t in g.tensors() {
+        if Some(t.name.as_str()) != skip_tensor {
+            w.add_tensor(t.name.clone(), &t.dims, t.ggml_type, g.tensor_data(t).to_vec()).expect("tensor");
+        }
+    }
+    w
+}
+
+fn err_of(w: &GgufWriter) -> String {
+    match load_bytes(w.to_bytes().expect("bytes")) {
+        Ok(()) => panic!("a hostile file loaded without error"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn truncated_models_fail_cleanly() {
+    for f in ["gguf/bitnet-b158-i2_s.gguf", "gguf/llamacpp-tq1_0.gguf", "gguf/llamacpp-tq2_0.gguf"] {
+        let bytes = std::fs::read(fixture(f)).expect("fixture");
+        let mut cut = 0usize;
+        while cut < bytes.len() {
+            let r = load_bytes(bytes[..cut].to_vec());
+            assert!(r.is_err(), "{f} truncated at {cut} loaded");
+            cut += if cut < 60_000 { 1_111 } else { 37_813 };
+        }
+    }
+}
+
+#[test]
+fn missing_required_keys_are_named() {
+    let arch_keys = [
+        "bitnet-b1.58.embedding_length",
+        "bitnet-b1.58.block_count",
+        "bitnet-b1.58.feed_forward_length",
+        "bitnet-b1.58.attention.head_count",
+        "bitnet-b1.58.context_length",
+        "bitnet-b1.58.attention.layer_norm_rms_epsilon",
+        "general.architecture",
+        "tokenizer.ggml.tokens",
+        "tokenizer.ggml.model",
+    ];
+    for key in arch_keys {
+        let e = err_of(&writer_from("gguf/bitnet-b158-i2_s.gguf", Some(key), None));
+        assert!(e.contains(key), "removing '{key}' gave: {e}");
+    }
+}
+
+#[test]
+fn missing_tensors_are_named() {
+    for t in ["token_embd.weight", "output_norm.weight", "blk.2.ffn_down.weight", "blk.0.attn_sub_norm.weight"] {
+        let e = err_of(&writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some(t)));
+        assert!(e.contains(t), "removing '{t}' gave: {e}");
+    }
+}
+
+#[test]
+fn wrong_shapes_and_types_are_named() {
+    // A norm of the wrong length.
+    let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some("blk.1.attn_norm.weight"));
+    w.add_tensor("blk.1.attn_norm.weight", &[128], GgmlType::F32, vec![0u8; 512]).unwrap();
+    let e = err_of(&w);
+    assert!(e.contains("blk.1.attn_norm.weight") && e.contains("shape"), "{e}");
+    // A projection with transposed dims.
+    let g = GgufFile::open(&fixture("gguf/bitnet-b158-i2_s.gguf")).unwrap();
+    let t = g.tensor("blk.0.ffn_up.weight").unwrap().clone();
+    let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some("blk.0.ffn_up.weight"));
+    w.add_tensor(t.name.clone(), &[t.dims[1], t.dims[0]], t.ggml_type, g.tensor_data(&t).to_vec()).unwrap();
+    let e = err_of(&w);
+    assert!(e.contains("blk.0.ffn_up.weight"), "{e}");
+    // An embedding stored as a ternary type.
+    let n = 256 * 1024;
+    let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some("token_embd.weight"));
+    w.add_tensor("token_embd.weight", &[256, 1024], GgmlType::I2_S, vec![0u8; n / 4 + 32]).unwrap();
+    let e = err_of(&w);
+    assert!(e.contains("token_embd.weight") && e.contains("I2_S"), "{e}");
+}
+
+#[test]
+fn absurd_hyperparameters_are_rejected_before_allocating() {
+    for (key, v) in [
+        ("bitnet-b1.58.block_count", MetadataValue::U32(1_000_000_000)),
+        ("bitnet-b1.58.embedding_length", MetadataValue::U64(u64::MAX)),
+        ("bitnet-b1.58.attention.head_count", MetadataValue::U32(0)),
+        ("bitnet-b1.58.attention.head_count", MetadataValue::U32(3)),
+        ("bitnet-b1.58.attention.head_count_kv", MetadataValue::U32(3)),
+        ("bitnet-b1.58.feed_forward_length", MetadataValue::U32(0)),
+        ("bitnet-b1.58.vocab_size", MetadataValue::U32(u32::MAX)),
+        ("bitnet-b1.58.rope.freq_base", MetadataValue::F32(f32::NAN)),
+        ("bitnet-b1.58.attention.layer_norm_rms_epsilon", MetadataValue::String("tiny".into())),
+        ("general.architecture", MetadataValue::String("llama".into())),
+        ("tokenizer.ggml.bos_token_id", MetadataValue::U32(5000)),
+    ] {
+        let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, None);
+        w.set_metadata(key, v.clone()).unwrap();
+        let e = err_of(&w);
+        eprintln!("{key} = {v:?}: {e}");
+        assert!(!e.is_empty());
+    }
+}
+
+#[test]
+fn out_of_range_tokens_and_full_context_are_errors() {
+    let (m, _) = load_fixture("gguf/bitnet-b158-i2_s.gguf", None);
+    let mut st = InferenceState::new(&m, 4);
+    let e = m.forward(&[1, 5000], &mut st, LogitsWanted::Last).unwrap_err();
+    assert!(format!("{e}").contains("5000"), "{e}");
+    assert!(m.forward(&[1, 2, 3], &mut st, LogitsWanted::Last).is_ok());
+    let e = m.forward(&[1, 2], &mut st, LogitsWanted::Last).unwrap_err();
+    assert!(format!("{e}").contains("context"), "{e}");
+}
+
+fn hf_copy(tag: &str) -> std::path::PathBuf {
+    let src = fixture("hf-packed");
+    let d = std::env::temp_dir().join(format!("bitnet-hostile-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), d.join(e.file_name())).unwrap();
+    }
+    d
+}
+
+fn hf_err(dir: &std::path::Path) -> String {
+    match load(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("hostile folder {} loaded", dir.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn hostile_hugging_face_folders_fail_cleanly() {
+    let d = hf_copy("st");
+    let st = d.join("model.safetensors");
+    let good = std::fs::read(&st).unwrap();
+    // Truncated anywhere.
+    for cut in [0, 4, 8, 100, good.len() / 2, good.len() - 1] {
+        std::fs::write(&st, &good[..cut]).unwrap();
+        let e = hf_err(&d);
+        assert!(e.contains("model.safetensors"), "cut {cut}: {e}");
+    }
+    // Header length pointing past the end.
+    let mut b = good.clone();
+    b[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    std::fs::write(&st, &b).unwrap();
+    hf_err(&d);
+    // A dtype / shape mismatch: retype a packed projection as F32 with the same bytes.
+    let hdr_len = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&good[8..8 + hdr_len]).unwrap();
+    let mut j: serde_json::Value = serde_json::from_str(header).unwrap();
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    let shape = j[name]["shape"].clone();
+    j[name]["dtype"] = "BF16".into();
+    j[name]["shape"] = serde_json::json!([shape[0].as_u64().unwrap() / 2, shape[1]]);
+    let mut h = serde_json::to_string(&j).unwrap().into_bytes();
+    while h.len() < hdr_len {
+        h.push(b' ');
+    }
+    if h.len() == hdr_len {
+        let mut b = good[..8].to_vec();
+        b.extend_from_slice(&h);
+        b.extend_from_slice(&good[8 + hdr_len..]);
+        std::fs::write(&st, &b).unwrap();
+        let e = hf_err(&d);
+        assert!(e.contains(name), "{e}");
+    }
+    std::fs::write(&st, &good).unwrap();
+    // Broken config.json.
+    let cfg = d.join("config.json");
+    let good_cfg = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, "{ not json").unwrap();
+    assert!(hf_err(&d).contains("config.json"));
+    std::fs::write(&cfg, good_cfg.replace("\"hidden_size\"", "\"hidden_sizes\"")).unwrap();
+    assert!(hf_err(&d).contains("hidden_size"));
+    std::fs::write(&cfg, good_cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": -4")).unwrap();
+    assert!(hf_err(&d).contains("num_attention_heads"));
+    let _ = std::fs::remove_dir_all(&d);
+}

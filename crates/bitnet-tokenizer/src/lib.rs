@@ -1,0 +1,234 @@
+//! Tokenizer for bitnet-rs: the Llama-3 byte-level BPE tokenizer that BitNet b1.58 models
+//! (microsoft/bitnet-b1.58-2B-4T) use, loaded from a Hugging Face folder ([`Tokenizer::from_hf_dir`])
+//! or from GGUF metadata ([`Tokenizer::from_gguf_vocab`]).
+//!
+//! Both sources behave the same way and match Hugging Face `transformers`: `encode` parses
+//! special-token text (e.g. `<|eot_id|>`) as the special token, adds BOS only when asked, and
+//! `decode` prints special tokens as their text. [`StreamDecoder`] decodes generated tokens one at a
+//! time without ever splitting a UTF-8 character.
+//!
+//! ```no_run
+//! use bitnet_tokenizer::Tokenizer;
+//!
+//! # fn main() -> Result<(), bitnet_tokenizer::TokenizerError> {
+//! let tok = Tokenizer::from_hf_dir(std::path::Path::new("bitnet-b1.58-2B-4T"))?;
+//! let prompt = tok.encode("The capital of France is", tok.add_bos_default())?;
+//! # let generated: Vec<u32> = Vec::new();
+//! let mut out = tok.stream_decoder();
+//! for id in generated {
+//!     if tok.stop_ids().contains(&id) {
+//!         break;
+//!     }
+//!     if let Some(text) = out.push(id) {
+//!         print!("{text}");
+//!     }
+//! }
+//! print!("{}", out.flush());
+//! # let _ = prompt;
+//! # Ok(())
+//! # }
+//! ```
+
+mod byte_level;
+mod error;
+mod gguf_vocab;
+mod hf;
+mod pre_tokenizer;
+mod stream;
+mod token_table;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::TokenizerError;
+pub use gguf_vocab::GgufVocab;
+pub use pre_tokenizer::{LLAMA3_REGEX, LLAMACPP_DEFAULT_REGEXES};
+pub use stream::StreamDecoder;
+
+use token_table::TokenTable;
+
+/// A loaded tokenizer. Cheap to share (`Send + Sync`); cloning copies the vocabulary.
+#[derive(Clone)]
+pub struct Tokenizer {
+    /// Does the encoding: added tokens, pre-tokenizer and BPE model.
+    inner: tokenizers::Tokenizer,
+    /// Id -> piece, for decoding (shared with stream decoders).
+    table: Arc<TokenTable>,
+    bos_id: Option<u32>,
+    eos_id: Option<u32>,
+    eot_id: Option<u32>,
+    add_bos: bool,
+    stop_ids: Vec<u32>,
+    pre_name: String,
+    chat_template: Option<String>,
+    /// Bytes that have no token (only possible in a truncated GGUF vocabulary); text containing
+    /// them cannot be encoded faithfully.
+    missing_bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("pre_tokenizer", &self.pre_name)
+            .field("bos_id", &self.bos_id)
+            .field("add_bos", &self.add_bos)
+            .field("stop_ids", &self.stop_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from GGUF metadata (`tokenizer.ggml.model = "gpt2"`: byte-level BPE).
+    ///
+    /// The pre-tokenizer follows `tokenizer.ggml.pre`; when it is missing (as in the official
+    /// bitnet-b1.58-2B-4T GGUF) the Llama-3 one is used, so that tokenization matches Hugging Face
+    /// (see [`Tokenizer::pre_tokenizer_name`]). Control (type 3) and user-defined (type 4) tokens
+    /// are recognised in text. Every id, merge and array length is validated.
+    pub fn from_gguf_vocab(v: GgufVocab) -> Result<Self, TokenizerError> {
+        gguf_vocab::build(v)
+    }
+
+    /// Loads `dir/tokenizer.json`, plus `tokenizer_config.json` (BOS/EOS tokens, `add_bos_token`,
+    /// chat template) and `generation_config.json` (extra stop ids) when present. A
+    /// `chat_template.jinja` file is used when the config has no template.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self, TokenizerError> {
+        hf::load(dir)
+    }
+
+    /// Encodes `text`. Special-token text (`<|eot_id|>`) becomes the special token. BOS is
+    /// prepended once when `add_bos` is true (an error if the vocabulary has no BOS), never
+    /// otherwise, whatever the source's own post-processing would do.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        if let Some(b) = self.missing_bytes.iter().find(|&&b| text.as_bytes().contains(&b)) {
+            return Err(TokenizerError::Encode(format!(
+                "the text contains byte 0x{b:02X}, which has no token in this vocabulary"
+            )));
+        }
+        let bos = match (add_bos, self.bos_id) {
+            (false, _) => None,
+            (true, Some(id)) => Some(id),
+            (true, None) => {
+                return Err(TokenizerError::Encode(
+                    "BOS requested but the vocabulary has no BOS token".to_string(),
+                ))
+            }
+        };
+        let encoding = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        ids.extend(bos);
+        ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
+    /// Decodes `ids` like Hugging Face `decode(ids, skip_special_tokens=False)`: special tokens
+    /// appear as their text, invalid UTF-8 as U+FFFD. An id outside the vocabulary is an error.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let mut bytes = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            self.table.append_bytes(id, &mut bytes)?;
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// A decoder for streaming generated ids (see [`StreamDecoder`]).
+    pub fn stream_decoder(&self) -> StreamDecoder {
+        StreamDecoder::new(self)
+    }
+
+    /// Number of token ids (highest id + 1), i.e. the size of the model's embedding table.
+    pub fn vocab_size(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The BOS token id, if the vocabulary has one.
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    /// The EOS token id, if the vocabulary names one.
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    /// The end-of-turn token id (`<|eot_id|>` for Llama-3), if any.
+    pub fn eot_id(&self) -> Option<u32> {
+        self.eot_id
+    }
+
+    /// Whether prompts should start with BOS (GGUF `add_bos_token`, HF `add_bos_token` or the
+    /// tokenizer.json post-processor); false when there is no BOS token.
+    pub fn add_bos_default(&self) -> bool {
+        self.add_bos
+    }
+
+    /// Ids that end generation: EOS, the generation_config.json EOS list, EOT (`<|eot_id|>`) and
+    /// `<|end_of_text|>`, each once.
+    pub fn stop_ids(&self) -> &[u32] {
+        &self.stop_ids
+    }
+
+    /// The text of one token, decoded on its own (e.g. `" world"`, `"<|eot_id|>"`; a token that
+    /// holds part of a UTF-8 character gives U+FFFD). `None` for an id outside the vocabulary.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        let mut bytes = Vec::new();
+        self.table.append_bytes(id, &mut bytes).ok()?;
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The token as stored in the vocabulary (byte-level form, e.g. `"Ġworld"`).
+    pub fn token_piece(&self, id: u32) -> Option<&str> {
+        self.table.piece(id)
+    }
+
+    /// The id of a vocabulary piece or special token (`"<|eot_id|>"`, `"Ġworld"`).
+    pub fn token_to_id(&self, piece: &str) -> Option<u32> {
+        self.inner.token_to_id(piece)
+    }
+
+    /// Which pre-tokenizer is in use and why, e.g.
+    /// `"llama3 (default: tokenizer.ggml.pre missing)"`; `"tokenizer.json"` for a Hugging Face
+    /// folder.
+    pub fn pre_tokenizer_name(&self) -> &str {
+        &self.pre_name
+    }
+
+    /// The chat template (Jinja source) carried by the model files, if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    pub(crate) fn table(&self) -> Arc<TokenTable> {
+        Arc::clone(&self.table)
+    }
+}
+
+/// At most 64 characters of `s`, for error messages about untrusted strings.
+pub(crate) fn shorten(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokenizer_and_stream_decoder_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Tokenizer>();
+        check::<super::StreamDecoder>();
+        check::<super::TokenizerError>();
+    }
+
+    #[test]
+    fn shorten_cuts_long_strings_at_char_boundaries() {
+        assert_eq!(super::shorten("abc"), "abc");
+        let long = "日".repeat(100);
+        assert_eq!(super::shorten(&long), format!("{}...", "日".repeat(64)));
+    }
+}
