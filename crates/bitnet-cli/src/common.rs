@@ -38,7 +38,9 @@ impl ModelArgs {
         let (model, tok) = match &self.model {
             Some(p) => bitnet_model::load(p, &self.load_options())?,
             None => {
-                eprintln!("note: no -m given: using a tiny random-weight model synthesized in memory (gibberish output)");
+                eprintln!(
+                    "note: no -m given: using a tiny random-weight model synthesized in memory (gibberish output)"
+                );
                 let bytes = bitnet_model::synth::synth_gguf_bytes(bitnet_model::synth::Shape::Tiny, 1)?;
                 let g = bitnet_gguf::GgufFile::from_bytes(bytes, "synth:tiny")?;
                 bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
@@ -66,7 +68,10 @@ pub fn init_threads(threads: Option<usize>) -> Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
-    rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("starting the worker threads")?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("starting the worker threads")?;
     Ok(())
 }
 

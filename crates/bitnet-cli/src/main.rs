@@ -6,7 +6,11 @@ mod common;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bitnet", version, about = "Run, inspect and measure BitNet b1.58 (ternary) language models")]
+#[command(
+    name = "bitnet",
+    version,
+    about = "Run, inspect and measure BitNet b1.58 (ternary) language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

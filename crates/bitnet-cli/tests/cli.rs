@@ -4,16 +4,24 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-a")
+        .join(rel)
 }
 
 fn bitnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bitnet")).args(args).output().expect("running bitnet")
+    Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(args)
+        .output()
+        .expect("running bitnet")
 }
 
 fn ok(args: &[&str]) -> (String, String) {
     let o = bitnet(args);
-    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned());
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
     assert!(o.status.success(), "bitnet {args:?} failed:\n{err}");
     (out, err)
 }
@@ -36,7 +44,10 @@ fn read_npy(p: &PathBuf) -> (String, Vec<f32>) {
     assert_eq!(&b[..6], b"\x93NUMPY");
     let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
     let header = String::from_utf8(b[10..10 + hl].to_vec()).unwrap();
-    let data = b[10 + hl..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = b[10 + hl..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     (header, data)
 }
 
@@ -53,7 +64,10 @@ fn mean_kl(reference: &[f32], ours: &[f32], vocab: usize) -> f64 {
     let n = reference.len() / vocab;
     (0..n)
         .map(|p| {
-            let (a, b) = (ls(&reference[p * vocab..(p + 1) * vocab]), ls(&ours[p * vocab..(p + 1) * vocab]));
+            let (a, b) = (
+                ls(&reference[p * vocab..(p + 1) * vocab]),
+                ls(&ours[p * vocab..(p + 1) * vocab]),
+            );
             a.iter().zip(&b).map(|(x, y)| x.exp() * (x - y)).sum::<f64>()
         })
         .sum::<f64>()
@@ -68,17 +82,34 @@ fn logits_command_writes_npy_that_matches_the_reference() {
     for (model, extra, reference) in [
         ("gguf/bitnet-b158-i2_s.gguf", None, "reference/hf_packed_logits.npy"),
         ("hf-bf16", None, "reference/hf_online_logits.npy"),
-        ("gguf/llamacpp-tq1_0.gguf", Some("relu2"), "reference/hf_on_llamacpp_tq2_0_weights_logits.npy"),
+        (
+            "gguf/llamacpp-tq1_0.gguf",
+            Some("relu2"),
+            "reference/hf_on_llamacpp_tq2_0_weights_logits.npy",
+        ),
     ] {
         let out = temp("logits.npy");
         let m = fixture(model);
-        let mut args = vec!["logits", "-m", m.to_str().unwrap(), "--tokens", &tokens, "-o", out.to_str().unwrap(), "-t", "2"];
+        let mut args = vec![
+            "logits",
+            "-m",
+            m.to_str().unwrap(),
+            "--tokens",
+            &tokens,
+            "-o",
+            out.to_str().unwrap(),
+            "-t",
+            "2",
+        ];
         if let Some(a) = extra {
             args.extend(["--ffn-act", a]);
         }
         ok(&args);
         let (header, ours) = read_npy(&out);
-        assert!(header.contains("'descr': '<f4'") && header.contains("(32, 1024)"), "{header}");
+        assert!(
+            header.contains("'descr': '<f4'") && header.contains("(32, 1024)"),
+            "{header}"
+        );
         let kl = mean_kl(&read_ref(reference), &ours, 1024);
         assert!(kl < 2e-3, "{model}: mean KL {kl}");
         let _ = std::fs::remove_file(out);
@@ -104,12 +135,21 @@ fn inspect_reports_architecture_activation_and_tensors() {
     let m = fixture("gguf/llamacpp-tq2_0.gguf");
     let (out, _) = ok(&["inspect", m.to_str().unwrap()]);
     assert!(out.contains("architecture:   bitnet"), "{out}");
-    assert!(out.contains("FFN activation: silu") && out.contains("bitnet.hidden_activation"), "{out}");
-    assert!(out.contains("blk.0.attn_q.weight") && out.contains("TQ2_0") && out.contains("Q6_K"), "{out}");
+    assert!(
+        out.contains("FFN activation: silu") && out.contains("bitnet.hidden_activation"),
+        "{out}"
+    );
+    assert!(
+        out.contains("blk.0.attn_q.weight") && out.contains("TQ2_0") && out.contains("Q6_K"),
+        "{out}"
+    );
     let (out, _) = ok(&["inspect", m.to_str().unwrap(), "--ffn-act", "relu2"]);
     assert!(out.contains("FFN activation: relu2 (--ffn-act relu2"), "{out}");
     let (out, _) = ok(&["inspect", fixture("hf-packed").to_str().unwrap()]);
-    assert!(out.contains("U8") && out.contains("model.layers.2.mlp.down_proj.weight_scale"), "{out}");
+    assert!(
+        out.contains("U8") && out.contains("model.layers.2.mlp.down_proj.weight_scale"),
+        "{out}"
+    );
     assert!(out.contains("FFN activation: relu2"), "{out}");
 }
 
@@ -121,7 +161,20 @@ fn greedy_generate_is_deterministic_and_matches_the_reference_text() {
     let prompt = input["prompt"].as_str().unwrap();
     let want = g["packed"]["prompt_new_text"].as_str().unwrap();
     let m = fixture("gguf/bitnet-b158-i2_s.gguf");
-    let args = ["generate", "-m", m.to_str().unwrap(), "-p", prompt, "-n", "32", "--temp", "0", "--ignore-eos", "-t", "1"];
+    let args = [
+        "generate",
+        "-m",
+        m.to_str().unwrap(),
+        "-p",
+        prompt,
+        "-n",
+        "32",
+        "--temp",
+        "0",
+        "--ignore-eos",
+        "-t",
+        "1",
+    ];
     let (out, err) = ok(&args);
     assert_eq!(out.trim_end_matches('\n'), format!("{prompt}{want}"), "stderr: {err}");
     assert!(err.contains("t/s"), "{err}");
@@ -151,7 +204,15 @@ fn bad_input_gives_clear_errors() {
     assert!(err.starts_with("error:") && err.contains("bad.gguf"), "{err}");
     let _ = std::fs::remove_file(bad);
     let m = fixture("gguf/bitnet-b158-i2_s.gguf");
-    let o = bitnet(&["logits", "-m", m.to_str().unwrap(), "--tokens", "1,99999", "-o", "/tmp/x.npy"]);
+    let o = bitnet(&[
+        "logits",
+        "-m",
+        m.to_str().unwrap(),
+        "--tokens",
+        "1,99999",
+        "-o",
+        "/tmp/x.npy",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("99999"));
 }
@@ -162,7 +223,17 @@ fn synth_writes_a_model_that_loads() {
     ok(&["synth", "--shape", "tiny", "-o", out.to_str().unwrap()]);
     let (report, _) = ok(&["inspect", out.to_str().unwrap()]);
     assert!(report.contains("bitnet-b1.58") && report.contains("I2_S"), "{report}");
-    let (text, _) = ok(&["generate", "-m", out.to_str().unwrap(), "-p", "abc", "-n", "8", "--temp", "0"]);
+    let (text, _) = ok(&[
+        "generate",
+        "-m",
+        out.to_str().unwrap(),
+        "-p",
+        "abc",
+        "-n",
+        "8",
+        "--temp",
+        "0",
+    ]);
     assert!(text.starts_with("abc"));
     let _ = std::fs::remove_file(out);
 }

@@ -20,7 +20,13 @@ pub struct SamplerConfig {
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, seed: 0 }
+        SamplerConfig {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            seed: 0,
+        }
     }
 }
 
@@ -48,7 +54,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 impl Sampler {
     pub fn new(cfg: SamplerConfig) -> Self {
         let rng = Rng::new(cfg.seed);
-        Sampler { cfg, rng, cand: Vec::new() }
+        Sampler {
+            cfg,
+            rng,
+            cand: Vec::new(),
+        }
     }
 
     pub fn config(&self) -> &SamplerConfig {
@@ -62,14 +72,25 @@ impl Sampler {
             return argmax(logits);
         }
         self.cand.clear();
-        self.cand.extend(logits.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (i as u32, v)));
+        self.cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| (i as u32, v)),
+        );
         if self.cand.is_empty() {
             return argmax(logits);
         }
         // Sort descending by logit (stable on ids for determinism).
-        let k = if c.top_k == 0 { self.cand.len() } else { c.top_k.min(self.cand.len()) };
+        let k = if c.top_k == 0 {
+            self.cand.len()
+        } else {
+            c.top_k.min(self.cand.len())
+        };
         if k < self.cand.len() {
-            self.cand.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            self.cand
+                .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             self.cand.truncate(k);
         }
         self.cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -94,7 +115,11 @@ impl Sampler {
         }
         self.cand.truncate(keep.max(1));
         let inv_t = 1.0 / c.temperature as f64;
-        let weights: Vec<f64> = self.cand.iter().map(|&(_, v)| ((v - max) as f64 * inv_t).exp()).collect();
+        let weights: Vec<f64> = self
+            .cand
+            .iter()
+            .map(|&(_, v)| ((v - max) as f64 * inv_t).exp())
+            .collect();
         let sum: f64 = weights.iter().sum();
         let mut r = self.rng.next_f64() * sum;
         for (i, w) in weights.iter().enumerate() {
@@ -113,16 +138,29 @@ mod tests {
 
     #[test]
     fn greedy_picks_argmax() {
-        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0]), 1);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seed_reproduces() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 17) as f32 * 0.3).collect();
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 1,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&logits), argmax(&logits));
-        let cfg = SamplerConfig { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7 };
+        let cfg = SamplerConfig {
+            temperature: 1.5,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+        };
         let a: Vec<u32> = {
             let mut s = Sampler::new(cfg.clone());
             (0..50).map(|_| s.sample(&logits)).collect()
@@ -132,7 +170,10 @@ mod tests {
             (0..50).map(|_| s.sample(&logits)).collect()
         };
         assert_eq!(a, b);
-        assert!(a.iter().any(|&t| t != a[0]), "temperature 1.5 over 100 tokens should vary");
+        assert!(
+            a.iter().any(|&t| t != a[0]),
+            "temperature 1.5 over 100 tokens should vary"
+        );
     }
 
     #[test]
@@ -140,7 +181,13 @@ mod tests {
         let mut logits = vec![-10.0f32; 50];
         logits[3] = 5.0;
         logits[9] = 4.9;
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 2, top_p: 1.0, min_p: 0.0, seed: 1 });
+        let mut s = Sampler::new(SamplerConfig {
+            temperature: 1.0,
+            top_k: 2,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 1,
+        });
         for _ in 0..200 {
             let t = s.sample(&logits);
             assert!(t == 3 || t == 9);

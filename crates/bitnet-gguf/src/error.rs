@@ -27,14 +27,12 @@ pub enum GgufError {
 
     /// The version field reads as a byte-swapped 1, 2 or 3: the file was written big-endian.
     #[error("{file}: big-endian GGUF file (version field reads {raw:#010x}, i.e. version {version} byte-swapped); only little-endian GGUF files are supported")]
-    BigEndian {
-        file: String,
-        version: u32,
-        raw: u32,
-    },
+    BigEndian { file: String, version: u32, raw: u32 },
 
     /// The file ends before a field that the header says is there.
-    #[error("{file}: truncated file: {what} needs {needed} bytes at offset {offset}, but only {available} bytes remain")]
+    #[error(
+        "{file}: truncated file: {what} needs {needed} bytes at offset {offset}, but only {available} bytes remain"
+    )]
     Truncated {
         file: String,
         what: String,
@@ -49,11 +47,7 @@ pub enum GgufError {
 
     /// A tensor uses a ggml type id this crate does not know.
     #[error("{file}: tensor '{tensor}' has unknown ggml type id {type_id}")]
-    UnknownType {
-        file: String,
-        tensor: String,
-        type_id: u32,
-    },
+    UnknownType { file: String, tensor: String, type_id: u32 },
 
     /// A typed getter was asked for a key the file does not have.
     #[error("{file}: metadata key '{key}' not found")]

@@ -36,9 +36,7 @@ impl GgufFile {
     /// Any integer value under `key`, converted to `T` (`target` names `T` in messages).
     fn integer<T: TryFrom<i128>>(&self, key: &str, target: &'static str) -> Result<T, GgufError> {
         let v = self.value(key)?;
-        let i = v
-            .as_integer()
-            .ok_or_else(|| self.wrong_type(key, "an integer", v))?;
+        let i = v.as_integer().ok_or_else(|| self.wrong_type(key, "an integer", v))?;
         T::try_from(i).map_err(|_| self.out_of_range(key, i.to_string(), target))
     }
 
@@ -66,8 +64,7 @@ impl GgufFile {
     /// An f32, or an f64 rounded to f32.
     pub fn get_f32(&self, key: &str) -> Result<f32, GgufError> {
         let v = self.value(key)?;
-        v.as_f32()
-            .ok_or_else(|| self.wrong_type(key, "f32 or f64", v))
+        v.as_f32().ok_or_else(|| self.wrong_type(key, "f32 or f64", v))
     }
 
     /// A bool.
@@ -85,15 +82,10 @@ impl GgufFile {
     /// An array of strings (an empty array of any type gives an empty vector).
     pub fn get_str_array(&self, key: &str) -> Result<Vec<&str>, GgufError> {
         let v = self.value(key)?;
-        let items = v
-            .as_array()
-            .ok_or_else(|| self.wrong_type(key, "array of string", v))?;
+        let items = v.as_array().ok_or_else(|| self.wrong_type(key, "array of string", v))?;
         items
             .iter()
-            .map(|item| {
-                item.as_str()
-                    .ok_or_else(|| self.wrong_type(key, "array of string", v))
-            })
+            .map(|item| item.as_str().ok_or_else(|| self.wrong_type(key, "array of string", v)))
             .collect()
     }
 
@@ -110,8 +102,7 @@ impl GgufFile {
                 let n = item
                     .as_integer()
                     .ok_or_else(|| self.wrong_type(key, "array of integers", v))?;
-                i32::try_from(n)
-                    .map_err(|_| self.out_of_range(key, format!("{n} (element {i})"), "i32"))
+                i32::try_from(n).map_err(|_| self.out_of_range(key, format!("{n} (element {i})"), "i32"))
             })
             .collect()
     }
@@ -119,15 +110,10 @@ impl GgufFile {
     /// An array of f32 (or f64, rounded to f32).
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
         let v = self.value(key)?;
-        let items = v
-            .as_array()
-            .ok_or_else(|| self.wrong_type(key, "array of f32", v))?;
+        let items = v.as_array().ok_or_else(|| self.wrong_type(key, "array of f32", v))?;
         items
             .iter()
-            .map(|item| {
-                item.as_f32()
-                    .ok_or_else(|| self.wrong_type(key, "array of f32", v))
-            })
+            .map(|item| item.as_f32().ok_or_else(|| self.wrong_type(key, "array of f32", v)))
             .collect()
     }
 }

@@ -20,8 +20,8 @@
 use std::collections::HashMap;
 
 use crate::limits::{
-    DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_KEY_LEN, MAX_METADATA_VALUES, MAX_TENSORS,
-    MAX_TENSOR_DIMS, MAX_TENSOR_ELEMENTS, MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES,
+    DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_KEY_LEN, MAX_METADATA_VALUES, MAX_TENSORS, MAX_TENSOR_DIMS,
+    MAX_TENSOR_ELEMENTS, MIN_KV_BYTES, MIN_TENSOR_INFO_BYTES,
 };
 use crate::value::{type_id, type_name_of_id};
 use crate::{GgmlType, GgufError, MetadataValue, TensorInfo};
@@ -76,9 +76,7 @@ impl<'a> Cursor<'a> {
 
     /// Takes the next `n` bytes, or reports `what` as truncated.
     fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
-        let slice = usize::try_from(n)
-            .ok()
-            .and_then(|n| self.buf.get(self.pos..)?.get(..n));
+        let slice = usize::try_from(n).ok().and_then(|n| self.buf.get(self.pos..)?.get(..n));
         match slice {
             Some(s) => {
                 self.pos += s.len();
@@ -94,10 +92,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn array<const N: usize>(
-        &mut self,
-        what: impl FnOnce() -> String,
-    ) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N], GgufError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N as u64, what)?);
         Ok(out)
@@ -224,18 +219,13 @@ impl Parser<'_> {
     }
 
     #[allow(clippy::type_complexity)]
-    fn metadata(
-        &mut self,
-        kv_count: u64,
-    ) -> Result<(Vec<(String, MetadataValue)>, HashMap<String, usize>), GgufError> {
+    fn metadata(&mut self, kv_count: u64) -> Result<(Vec<(String, MetadataValue)>, HashMap<String, usize>), GgufError> {
         // Entries are only allocated as they are parsed; preallocate for typical files.
         let cap = usize::try_from(kv_count).unwrap_or(0).min(PREALLOC_ENTRIES);
         let mut metadata = Vec::with_capacity(cap);
         let mut key_index = HashMap::with_capacity(cap);
         for i in 0..kv_count {
-            let key = self
-                .cur
-                .string(&|| format!("the key of metadata entry #{i}"))?;
+            let key = self.cur.string(&|| format!("the key of metadata entry #{i}"))?;
             if key.len() as u64 > MAX_KEY_LEN {
                 return Err(self.invalid(format!(
                     "metadata entry #{i} has a key of {} bytes; the limit is {MAX_KEY_LEN}",
@@ -245,13 +235,9 @@ impl Parser<'_> {
             if key_index.contains_key(&key) {
                 return Err(self.invalid(format!("duplicate metadata key '{key}'")));
             }
-            let ty = self
-                .cur
-                .u32(|| format!("the value type of metadata key '{key}'"))?;
+            let ty = self.cur.u32(|| format!("the value type of metadata key '{key}'"))?;
             if type_name_of_id(ty).is_none() {
-                return Err(self.invalid(format!(
-                    "metadata key '{key}' has unknown value type id {ty}"
-                )));
+                return Err(self.invalid(format!("metadata key '{key}' has unknown value type id {ty}")));
             }
             self.spend_values(1, &key)?;
             let value = self.value(ty, &key, 0)?;
@@ -310,11 +296,7 @@ impl Parser<'_> {
             }
             type_id::STRING => MetadataValue::String(c.string(&what)?),
             type_id::ARRAY => self.array(key, level)?,
-            _ => {
-                return Err(self.invalid(format!(
-                    "metadata key '{key}' has unknown value type id {ty}"
-                )))
-            }
+            _ => return Err(self.invalid(format!("metadata key '{key}' has unknown value type id {ty}"))),
         })
     }
 
@@ -325,17 +307,11 @@ impl Parser<'_> {
                 "metadata key '{key}' has arrays nested more than {MAX_ARRAY_DEPTH} levels deep"
             )));
         }
-        let elem_ty = self
-            .cur
-            .u32(|| format!("the element type of metadata array '{key}'"))?;
+        let elem_ty = self.cur.u32(|| format!("the element type of metadata array '{key}'"))?;
         let Some(elem_name) = type_name_of_id(elem_ty) else {
-            return Err(self.invalid(format!(
-                "metadata array '{key}' has unknown element type id {elem_ty}"
-            )));
+            return Err(self.invalid(format!("metadata array '{key}' has unknown element type id {elem_ty}")));
         };
-        let count = self
-            .cur
-            .u64(|| format!("the length of metadata array '{key}'"))?;
+        let count = self.cur.u64(|| format!("the length of metadata array '{key}'"))?;
         let min_size = min_encoded_size(elem_ty);
         if count > self.cur.remaining() / min_size {
             return Err(self.invalid(format!(
@@ -368,9 +344,9 @@ impl Parser<'_> {
         match value {
             None => Ok(DEFAULT_ALIGNMENT),
             Some(MetadataValue::U32(a)) if a.is_power_of_two() => Ok(u64::from(*a)),
-            Some(MetadataValue::U32(a)) => Err(self.invalid(format!(
-                "general.alignment is {a}; it must be a nonzero power of two"
-            ))),
+            Some(MetadataValue::U32(a)) => {
+                Err(self.invalid(format!("general.alignment is {a}; it must be a nonzero power of two")))
+            }
             Some(other) => Err(self.invalid(format!(
                 "general.alignment has type {}; it must be u32",
                 other.describe_type()
@@ -379,15 +355,10 @@ impl Parser<'_> {
     }
 
     #[allow(clippy::type_complexity)]
-    fn tensor_infos(
-        &mut self,
-        tensor_count: u64,
-    ) -> Result<(Vec<TensorInfo>, HashMap<String, usize>), GgufError> {
+    fn tensor_infos(&mut self, tensor_count: u64) -> Result<(Vec<TensorInfo>, HashMap<String, usize>), GgufError> {
         // Re-checked now that the metadata has been consumed: the tensor entries follow it.
         self.check_tensor_count(tensor_count)?;
-        let cap = usize::try_from(tensor_count)
-            .unwrap_or(0)
-            .min(PREALLOC_ENTRIES);
+        let cap = usize::try_from(tensor_count).unwrap_or(0).min(PREALLOC_ENTRIES);
         let mut tensors = Vec::with_capacity(cap);
         let mut index = HashMap::with_capacity(cap);
         for i in 0..tensor_count {
@@ -403,9 +374,7 @@ impl Parser<'_> {
 
     fn tensor_info(&mut self, i: u64) -> Result<TensorInfo, GgufError> {
         let name = self.cur.string(&|| format!("the name of tensor #{i}"))?;
-        let n_dims = self
-            .cur
-            .u32(|| format!("the dimension count of tensor '{name}'"))?;
+        let n_dims = self.cur.u32(|| format!("the dimension count of tensor '{name}'"))?;
         if n_dims == 0 || n_dims > MAX_TENSOR_DIMS {
             return Err(self.invalid(format!(
                 "tensor '{name}' has {n_dims} dimensions; GGUF tensors have 1 to \
@@ -414,15 +383,10 @@ impl Parser<'_> {
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
-            dims.push(
-                self.cur
-                    .u64(|| format!("dimension {d} of tensor '{name}'"))?,
-            );
+            dims.push(self.cur.u64(|| format!("dimension {d} of tensor '{name}'"))?);
         }
         let type_id = self.cur.u32(|| format!("the type of tensor '{name}'"))?;
-        let offset = self
-            .cur
-            .u64(|| format!("the data offset of tensor '{name}'"))?;
+        let offset = self.cur.u64(|| format!("the data offset of tensor '{name}'"))?;
 
         if let Some(d) = dims.iter().position(|&d| d == 0) {
             return Err(self.invalid(format!(
@@ -464,12 +428,7 @@ impl Parser<'_> {
     }
 
     /// Checks that every tensor's data is aligned, inside the file, and overlaps no other.
-    fn check_tensor_ranges(
-        &self,
-        tensors: &[TensorInfo],
-        data_offset: u64,
-        alignment: u64,
-    ) -> Result<(), GgufError> {
+    fn check_tensor_ranges(&self, tensors: &[TensorInfo], data_offset: u64, alignment: u64) -> Result<(), GgufError> {
         let file_len = self.cur.buf.len() as u64;
         for t in tensors.iter() {
             if t.offset % alignment != 0 {

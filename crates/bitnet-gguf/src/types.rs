@@ -145,7 +145,7 @@ impl GgmlType {
     /// bytes are the f32 per-tensor scale). This is what bitnet.cpp actually writes and reads;
     /// the type-size table in its ggml fork would give a different (wrong) number.
     pub fn tensor_bytes(self, ne0: u64, n_elements: u64) -> Option<u64> {
-        if ne0 == 0 || n_elements == 0 || n_elements % ne0 != 0 {
+        if ne0 == 0 || n_elements == 0 || !n_elements.is_multiple_of(ne0) {
             return None;
         }
         let block = self.block_size();
@@ -179,24 +179,7 @@ mod tests {
         for t in GgmlType::ALL {
             assert_eq!(GgmlType::from_id(t.id()), Some(t));
         }
-        for id in [
-            2,
-            3,
-            6,
-            7,
-            9,
-            10,
-            11,
-            13,
-            15,
-            16,
-            29,
-            31,
-            33,
-            37,
-            99,
-            u32::MAX,
-        ] {
+        for id in [2, 3, 6, 7, 9, 10, 11, 13, 15, 16, 29, 31, 33, 37, 99, u32::MAX] {
             assert_eq!(GgmlType::from_id(id), None, "id {id}");
         }
     }
@@ -208,10 +191,7 @@ mod tests {
         assert_eq!(GgmlType::BF16.tensor_bytes(5, 5), Some(10));
         assert_eq!(GgmlType::Q8_0.tensor_bytes(64, 128), Some(4 * 34));
         assert_eq!(GgmlType::Q4_K.tensor_bytes(256, 512), Some(2 * 144));
-        assert_eq!(
-            GgmlType::Q6_K.tensor_bytes(256, 256 * 1024),
-            Some(1024 * 210)
-        );
+        assert_eq!(GgmlType::Q6_K.tensor_bytes(256, 256 * 1024), Some(1024 * 210));
         assert_eq!(GgmlType::TQ1_0.tensor_bytes(512, 512 * 2), Some(4 * 54));
         assert_eq!(GgmlType::TQ2_0.tensor_bytes(256, 256), Some(66));
         // The fixture's attn_q: 256 x 256 I2_S = 16384 + 32 bytes.

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::limits::{
-    DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_KEY_LEN, MAX_METADATA_VALUES, MAX_TENSORS,
-    MAX_TENSOR_DIMS, MAX_TENSOR_ELEMENTS,
+    DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_KEY_LEN, MAX_METADATA_VALUES, MAX_TENSORS, MAX_TENSOR_DIMS,
+    MAX_TENSOR_ELEMENTS,
 };
 use crate::value::type_id;
 use crate::{GgmlType, GgufError, MetadataValue, TensorInfo};
@@ -93,11 +93,7 @@ impl GgufWriter {
     /// whose elements differ in type, arrays nested deeper than
     /// [`MAX_ARRAY_DEPTH`](crate::limits::MAX_ARRAY_DEPTH), a key longer than 65535 bytes, or a
     /// `general.alignment` that is not a u32 power of two.
-    pub fn add_metadata(
-        &mut self,
-        key: impl Into<String>,
-        value: impl Into<MetadataValue>,
-    ) -> Result<(), GgufError> {
+    pub fn add_metadata(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) -> Result<(), GgufError> {
         let key = key.into();
         if self.get(&key).is_some() {
             return Err(invalid(format!("duplicate metadata key '{key}'")));
@@ -110,11 +106,7 @@ impl GgufWriter {
 
     /// Sets a metadata entry: replaces the value in place if `key` exists (keeping its
     /// position), appends it otherwise. Same checks as [`add_metadata`](GgufWriter::add_metadata).
-    pub fn set_metadata(
-        &mut self,
-        key: impl Into<String>,
-        value: impl Into<MetadataValue>,
-    ) -> Result<(), GgufError> {
+    pub fn set_metadata(&mut self, key: impl Into<String>, value: impl Into<MetadataValue>) -> Result<(), GgufError> {
         let key = key.into();
         let value = value.into();
         check_entry(&key, &value)?;
@@ -253,11 +245,7 @@ impl GgufWriter {
         ));
         let tmp = dir.join(tmp_name);
 
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io)?;
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io)?;
         let result = (|| {
             let mut buffered = BufWriter::new(file);
             self.write_labelled(&mut buffered, &label)?;
@@ -397,11 +385,7 @@ fn check_value(key: &str, value: &MetadataValue, level: u32) -> Result<(), GgufE
         )));
     }
     if let Some(first) = items.first() {
-        if let Some((i, odd)) = items
-            .iter()
-            .enumerate()
-            .find(|(_, v)| v.type_id() != first.type_id())
-        {
+        if let Some((i, odd)) = items.iter().enumerate().find(|(_, v)| v.type_id() != first.type_id()) {
             return Err(invalid(format!(
                 "metadata array '{key}' mixes element types: element 0 is {} but element {i} \
                  is {}",
@@ -410,9 +394,7 @@ fn check_value(key: &str, value: &MetadataValue, level: u32) -> Result<(), GgufE
             )));
         }
     }
-    items
-        .iter()
-        .try_for_each(|item| check_value(key, item, level + 1))
+    items.iter().try_for_each(|item| check_value(key, item, level + 1))
 }
 
 /// Number of values in `v`, counting itself and every array element, as the reader counts.

@@ -98,11 +98,7 @@ fn heap_use_stays_proportional_to_the_file() {
     }
     // A megabyte of zeros read as 87381 empty arrays of arrays... of u8.
     let mut raw = Raw::header(0, 1);
-    raw.str("nest")
-        .u32(9)
-        .u32(9)
-        .u64((1 << 20) / 12)
-        .zeros(1 << 20);
+    raw.str("nest").u32(9).u32(9).u64((1 << 20) / 12).zeros(1 << 20);
     cases.push(("nested arrays".into(), raw.build()));
     // A megabyte of one-byte bools.
     let mut raw = Raw::header(0, 1);

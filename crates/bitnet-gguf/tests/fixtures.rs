@@ -70,14 +70,8 @@ fn every_fixture_opens_with_consistent_tensors() {
         }
         let emb = f.tensor("token_embd.weight").unwrap();
         assert_eq!(emb.dims, vec![256, 1024], "{name}");
-        assert_eq!(
-            f.tensor("blk.0.ffn_down.weight").unwrap().dims,
-            vec![768, 256]
-        );
-        assert_eq!(
-            f.tensor("blk.0.ffn_up.weight").unwrap().dims,
-            vec![256, 768]
-        );
+        assert_eq!(f.tensor("blk.0.ffn_down.weight").unwrap().dims, vec![768, 256]);
+        assert_eq!(f.tensor("blk.0.ffn_up.weight").unwrap().dims, vec![256, 768]);
         assert_eq!(f.tensor("blk.1.attn_k.weight").unwrap().dims, vec![256, 64]);
         assert_eq!(f.tensor("output_norm.weight").unwrap().dims, vec![256]);
 
@@ -120,8 +114,7 @@ fn bitnet_b158_i2s_metadata_and_types() {
     assert_eq!(u("attention.head_count"), 4);
     assert_eq!(u("attention.head_count_kv"), 1);
     assert_eq!(
-        f.get_f32("bitnet-b1.58.attention.layer_norm_rms_epsilon")
-            .unwrap(),
+        f.get_f32("bitnet-b1.58.attention.layer_norm_rms_epsilon").unwrap(),
         9.999_999_747_378_752e-6_f64 as f32
     );
     assert_eq!(f.get_f32("bitnet-b1.58.rope.freq_base").unwrap(), 500000.0);
@@ -131,20 +124,11 @@ fn bitnet_b158_i2s_metadata_and_types() {
     let scores = f.get_f32_array("tokenizer.ggml.scores").unwrap();
     assert_eq!(scores.len(), 1024);
     assert_eq!(&scores[..4], &[0.0; 4]);
-    assert_eq!(
-        scores[1014], -1000.0,
-        "bitnet.cpp scores special tokens -1000"
-    );
+    assert_eq!(scores[1014], -1000.0, "bitnet.cpp scores special tokens -1000");
     assert!(f.get("tokenizer.ggml.pre").is_none());
 
-    assert_eq!(
-        type_counts(&f),
-        counts(&[("F16", 1), ("F32", 13), ("I2_S", 21)])
-    );
-    assert_eq!(
-        f.tensor("token_embd.weight").unwrap().ggml_type,
-        GgmlType::F16
-    );
+    assert_eq!(type_counts(&f), counts(&[("F16", 1), ("F32", 13), ("I2_S", 21)]));
+    assert_eq!(f.tensor("token_embd.weight").unwrap().ggml_type, GgmlType::F16);
 
     // I2_S: n/4 packed bytes, then the f32 per-tensor scale (= HF weight_scale).
     let q = f.tensor("blk.0.attn_q.weight").unwrap();
@@ -175,19 +159,13 @@ fn bitnetcpp_i2s_is_arch_bitnet25_with_the_same_tensors_as_b158() {
         .get_str("tokenizer.chat_template")
         .unwrap()
         .contains("BITNETAssistant"));
-    assert_eq!(
-        type_counts(&cpp),
-        counts(&[("F16", 1), ("F32", 13), ("I2_S", 21)])
-    );
+    assert_eq!(type_counts(&cpp), counts(&[("F16", 1), ("F32", 13), ("I2_S", 21)]));
     // Tensor order differs, but every tensor is byte-identical except the I2_S trailer's
     // 28 uninitialised bytes after the scale.
     assert_ne!(cpp.tensors()[0].name, b158.tensors()[0].name);
     for t in b158.tensors() {
         let u = cpp.tensor(&t.name).expect("same tensor names");
-        assert_eq!(
-            (&u.dims, u.ggml_type, u.n_bytes),
-            (&t.dims, t.ggml_type, t.n_bytes)
-        );
+        assert_eq!((&u.dims, u.ggml_type, u.n_bytes), (&t.dims, t.ggml_type, t.n_bytes));
         let (a, b) = (b158.tensor_data(t), cpp.tensor_data(u));
         let compared = match t.ggml_type {
             GgmlType::I2_S => (t.n_elements() / 4 + 4) as usize,

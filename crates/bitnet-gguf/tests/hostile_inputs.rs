@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bitnet_gguf::{GgufError, GgufFile, GgufWriter, MetadataValue};
 use common::{
-    fixture_bytes, get_u64, metadata_entry, metadata_key_text, parse_err, parse_error, put_u32,
-    put_u64, tensor_entry, Raw, FIXTURES,
+    fixture_bytes, get_u64, metadata_entry, metadata_key_text, parse_err, parse_error, put_u32, put_u64, tensor_entry,
+    Raw, FIXTURES,
 };
 
 /// Data offset of bitnet-b158-i2_s.gguf (its header ends 3 bytes before).
@@ -31,16 +31,10 @@ fn parse_prefix(bytes: &Arc<Vec<u8>>, len: usize) -> Result<GgufFile, GgufError>
 /// (header end, data offset, end of the last tensor's data) of a valid file.
 fn layout(bytes: &[u8]) -> (usize, usize, usize) {
     let f = GgufFile::from_bytes(bytes.to_vec(), "ok.gguf").unwrap();
-    let data_end = f
-        .tensors()
-        .iter()
-        .map(|t| f.tensor_range(t).end)
-        .max()
-        .unwrap();
+    let data_end = f.tensors().iter().map(|t| f.tensor_range(t).end).max().unwrap();
     // The header ends where the tensor entries end: after the last entry's offset field.
     let last = f.tensors().last().unwrap();
-    let header_end =
-        tensor_entry(bytes, f.data_offset() as usize, &last.name) + 4 + 8 * last.dims.len() + 4 + 8;
+    let header_end = tensor_entry(bytes, f.data_offset() as usize, &last.name) + 4 + 8 * last.dims.len() + 4 + 8;
     (header_end, f.data_offset() as usize, data_end)
 }
 
@@ -54,8 +48,8 @@ fn truncation_at_every_header_byte_and_sampled_data_bytes() {
         // llama.cpp); for the others every byte of the parts that are not token lists (the
         // preamble, the start of the metadata, the tensor entries) and every 61st elsewhere.
         let every_byte = matches!(name, "bitnet-b158-i2_s.gguf" | "llamacpp-tq2_0.gguf");
-        let cuts = (0..=data_offset)
-            .filter(|&len| every_byte || len < 2048 || len + 2048 > header_end || len % 61 == 0);
+        let cuts =
+            (0..=data_offset).filter(|&len| every_byte || len < 2048 || len + 2048 > header_end || len % 61 == 0);
         for len in cuts {
             let e = parse_prefix(&bytes, len).expect_err("truncated header parsed");
             let msg = e.to_string();
@@ -72,10 +66,7 @@ fn truncation_at_every_header_byte_and_sampled_data_bytes() {
         }
         // In the data section: an error naming a tensor until the last tensor's data is whole.
         let step = ((bytes.len() - data_offset) / 257).max(1);
-        for len in (data_offset..bytes.len())
-            .step_by(step)
-            .chain([data_end - 1])
-        {
+        for len in (data_offset..bytes.len()).step_by(step).chain([data_end - 1]) {
             let msg = parse_prefix(&bytes, len).unwrap_err().to_string();
             assert!(
                 msg.contains("extends past the end of the file") && msg.contains("tensor '"),
@@ -97,10 +88,7 @@ fn specific_truncation_messages() {
     );
     assert!(parse_err(Vec::new()).contains("truncated file: magic"));
     let msg = parse_err(b"GGUF\x03\x00\x00\x00\x01\x00".to_vec());
-    assert!(
-        msg.contains("tensor count needs 8 bytes at offset 8"),
-        "{msg}"
-    );
+    assert!(msg.contains("tensor count needs 8 bytes at offset 8"), "{msg}");
     // (A cut within 1120 bytes of the start is reported as too small for the 35 tensor
     // entries; this one is late in the header.)
     let bytes = fixture_bytes("bitnet-b158-i2_s.gguf");
@@ -143,10 +131,7 @@ fn fixture_with(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
 #[test]
 fn bad_magic() {
     let msg = parse_err(fixture_with(|b| b[3] = b'X'));
-    assert!(
-        msg.contains("not a GGUF file") && msg.contains("47 47 55 58"),
-        "{msg}"
-    );
+    assert!(msg.contains("not a GGUF file") && msg.contains("47 47 55 58"), "{msg}");
     let e = parse_error(fixture_with(|b| b[..4].copy_from_slice(b"lmgg")));
     assert!(matches!(e, GgufError::BadMagic { found, .. } if &found == b"lmgg"));
     assert!(e.to_string().contains("legacy GGML"), "{e}");
@@ -182,10 +167,7 @@ fn v1_file_is_rejected_before_its_32_bit_counts_are_read() {
     raw.bytes(b"GGUF").u32(1).u32(0).u32(1);
     raw.u32(4).bytes(b"name").u32(8).u32(1).bytes(b"x");
     let e = parse_error(raw.build());
-    assert!(matches!(
-        e,
-        GgufError::UnsupportedVersion { version: 1, .. }
-    ));
+    assert!(matches!(e, GgufError::UnsupportedVersion { version: 1, .. }));
 }
 
 #[test]
@@ -223,9 +205,7 @@ fn huge_string_lengths() {
         put_u64(b, at, 1 << 40);
     }));
     assert!(
-        msg.contains(
-            "string length 1099511627776 of the string value of metadata key 'general.name'"
-        ),
+        msg.contains("string length 1099511627776 of the string value of metadata key 'general.name'"),
         "{msg}"
     );
     // A string inside an array.
@@ -239,8 +219,7 @@ fn huge_string_lengths() {
     );
     // A tensor name's length.
     let msg = parse_err(fixture_with(|b| {
-        let at =
-            tensor_entry(b, B158_DATA_OFFSET, "token_embd.weight") - "token_embd.weight".len() - 8;
+        let at = tensor_entry(b, B158_DATA_OFFSET, "token_embd.weight") - "token_embd.weight".len() - 8;
         put_u64(b, at, u64::MAX);
     }));
     assert!(msg.contains("of the name of tensor #0 exceeds"), "{msg}");
@@ -259,9 +238,7 @@ fn huge_array_lengths() {
                 put_u64(b, at, count);
             }));
             assert!(
-                msg.contains(&format!(
-                    "array length {count} of metadata key '{key}' cannot fit"
-                )),
+                msg.contains(&format!("array length {count} of metadata key '{key}' cannot fit")),
                 "{key} {count}: {msg}"
             );
         }
@@ -329,10 +306,7 @@ fn invalid_utf8() {
         let at = tensor_entry(b, B158_DATA_OFFSET, "output_norm.weight");
         b[at - 1] = 0x80;
     }));
-    assert!(
-        msg.contains("the name of tensor #1 is not valid UTF-8"),
-        "{msg}"
-    );
+    assert!(msg.contains("the name of tensor #1 is not valid UTF-8"), "{msg}");
     let msg = parse_err(fixture_with(|b| {
         let at = metadata_entry(b, "tokenizer.ggml.merges") + 4 + 4 + 8 + 8;
         b[at] = 0xfe;
@@ -356,59 +330,48 @@ fn bad_tensor_entries() {
     for n in [0u32, 5, 64, u32::MAX] {
         let msg = edit(&|b, at| put_u32(b, at, n));
         assert!(
-            msg.contains(&format!(
-                "tensor '{EMB}' has {n} dimensions; GGUF tensors have 1 to 4"
-            )),
+            msg.contains(&format!("tensor '{EMB}' has {n} dimensions; GGUF tensors have 1 to 4")),
             "{msg}"
         );
     }
     // dims
     let msg = edit(&|b, at| put_u64(b, at + 4, u64::MAX));
-    assert!(
-        msg.contains("more than the limit of 281474976710656"),
-        "{msg}"
-    );
+    assert!(msg.contains("more than the limit of 281474976710656"), "{msg}");
     let msg = edit(&|b, at| {
         put_u64(b, at + 4, 1 << 32);
         put_u64(b, at + 12, 1 << 32);
     });
     assert!(
-        msg.contains(&format!(
-            "tensor '{EMB}' has shape [4294967296, 4294967296], more than"
-        )),
+        msg.contains(&format!("tensor '{EMB}' has shape [4294967296, 4294967296], more than")),
         "{msg}"
     );
     let msg = edit(&|b, at| put_u64(b, at + 12, 0));
-    assert!(
-        msg.contains("has shape [256, 0] with dimension 1 equal to 0"),
-        "{msg}"
-    );
+    assert!(msg.contains("has shape [256, 0] with dimension 1 equal to 0"), "{msg}");
     let msg = edit(&|b, at| put_u64(b, at + 12, 1 << 30));
     assert!(
-        msg.contains(&format!("tensor '{EMB}'"))
-            && msg.contains("extends past the end of the file"),
+        msg.contains(&format!("tensor '{EMB}'")) && msg.contains("extends past the end of the file"),
         "{msg}"
     );
     // type
     let msg = edit(&|b, at| put_u32(b, at + 20, 99));
-    assert_eq!(
-        msg,
-        format!("bad.gguf: tensor '{EMB}' has unknown ggml type id 99")
-    );
+    assert_eq!(msg, format!("bad.gguf: tensor '{EMB}' has unknown ggml type id 99"));
     let e = parse_error(fixture_with(|b| {
         let at = tensor_entry(b, B158_DATA_OFFSET, "blk.0.attn_q.weight");
         put_u32(b, at + 20, 2); // Q4_0: a real ggml type, but not one we support
     }));
-    assert!(
-        matches!(&e, GgufError::UnknownType { tensor, type_id: 2, .. } if tensor == "blk.0.attn_q.weight")
-    );
+    assert!(matches!(&e, GgufError::UnknownType { tensor, type_id: 2, .. } if tensor == "blk.0.attn_q.weight"));
     assert_eq!(
         e.to_string(),
         "bad.gguf: tensor 'blk.0.attn_q.weight' has unknown ggml type id 2"
     );
     // F16 -> F32: the data doubles and runs into the next tensor.
     let msg = edit(&|b, at| put_u32(b, at + 20, 0));
-    assert!(msg.contains(&format!("tensors '{EMB}' (data bytes 0..1048576) and 'output_norm.weight' (from data byte 524288) overlap")), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "tensors '{EMB}' (data bytes 0..1048576) and 'output_norm.weight' (from data byte 524288) overlap"
+        )),
+        "{msg}"
+    );
     // offset
     for off in [1u64, 31, 2] {
         let msg = edit(&|b, at| put_u64(b, at + 24, off));
@@ -445,9 +408,7 @@ fn tensor_shape_must_suit_the_type() {
     raw.tensor("w", &[6], 36, 0).pad(32).zeros(64);
     let msg = parse_err(raw.build());
     assert!(
-        msg.contains(
-            "type I2_S has shape [6], but I2_S needs an element count that is a multiple of 4"
-        ),
+        msg.contains("type I2_S has shape [6], but I2_S needs an element count that is a multiple of 4"),
         "{msg}"
     );
 }
@@ -463,13 +424,8 @@ fn alignment_rules() {
         (1 << 20, true),
     ] {
         let mut raw = Raw::header(1, 1);
-        raw.kv_u32("general.alignment", align)
-            .tensor("t", &[8], 0, 0);
-        let a = if align.is_power_of_two() {
-            align as usize
-        } else {
-            32
-        };
+        raw.kv_u32("general.alignment", align).tensor("t", &[8], 0, 0);
+        let a = if align.is_power_of_two() { align as usize } else { 32 };
         raw.pad(a).zeros(32);
         let result = GgufFile::from_bytes(raw.build(), "bad.gguf");
         if ok {
@@ -496,8 +452,9 @@ fn alignment_rules() {
         .tensor("b", &[8], 0, 32)
         .pad(64)
         .zeros(128);
-    assert!(parse_err(raw.build())
-        .contains("tensor 'b' has data offset 32, which is not a multiple of the alignment 64"));
+    assert!(
+        parse_err(raw.build()).contains("tensor 'b' has data offset 32, which is not a multiple of the alignment 64")
+    );
 }
 
 /// An array nested `depth` levels deep (1 = a plain array of u32).
@@ -535,10 +492,7 @@ fn duplicates_and_long_keys() {
     assert!(parse_err(raw.build()).contains("duplicate metadata key 'a.b'"));
 
     let mut raw = Raw::header(2, 0);
-    raw.tensor("w", &[8], 0, 0)
-        .tensor("w", &[8], 0, 32)
-        .pad(32)
-        .zeros(64);
+    raw.tensor("w", &[8], 0, 0).tensor("w", &[8], 0, 32).pad(32).zeros(64);
     assert!(parse_err(raw.build()).contains("duplicate tensor name 'w'"));
 
     let mut raw = Raw::header(0, 1);
@@ -549,10 +503,7 @@ fn duplicates_and_long_keys() {
 #[test]
 fn overlapping_tensors_are_rejected() {
     let mut raw = Raw::header(2, 0);
-    raw.tensor("a", &[16], 0, 0)
-        .tensor("b", &[8], 0, 32)
-        .pad(32)
-        .zeros(64);
+    raw.tensor("a", &[16], 0, 0).tensor("b", &[8], 0, 32).pad(32).zeros(64);
     let msg = parse_err(raw.build());
     assert!(
         msg.contains("tensors 'a' (data bytes 0..64) and 'b' (from data byte 32) overlap"),
@@ -583,8 +534,7 @@ fn writer_rebuilt_corruptions() {
     // Retype an i32 array to bool: its payload now decodes as 1-byte bools, the sixth of
     // which is made invalid.
     let bytes = rebuild(&|w| {
-        w.set_metadata("tokenizer.ggml.token_type", vec![0i32; 1024])
-            .unwrap();
+        w.set_metadata("tokenizer.ggml.token_type", vec![0i32; 1024]).unwrap();
     });
     let mut bytes = bytes;
     let at = metadata_entry(&bytes, "tokenizer.ggml.token_type") + 4;
@@ -615,10 +565,7 @@ fn writer_rebuilt_corruptions() {
     // Offsets: the data offset of the second tensor pushed one alignment unit further.
     let mut bytes = rebuild(&|_| {});
     let second = &f.tensors()[1];
-    let at = tensor_entry(&bytes, f.data_offset() as usize, &second.name)
-        + 4
-        + 8 * second.dims.len()
-        + 4;
+    let at = tensor_entry(&bytes, f.data_offset() as usize, &second.name) + 4 + 8 * second.dims.len() + 4;
     let off = get_u64(&bytes, at);
     put_u64(&mut bytes, at, off + 32);
     let msg = parse_err(bytes);

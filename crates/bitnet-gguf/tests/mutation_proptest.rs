@@ -13,8 +13,7 @@ fn small_file() -> &'static [u8] {
     static FILE: OnceLock<Vec<u8>> = OnceLock::new();
     FILE.get_or_init(|| {
         let mut w = GgufWriter::new();
-        w.add_metadata("general.architecture", "bitnet-b1.58")
-            .unwrap();
+        w.add_metadata("general.architecture", "bitnet-b1.58").unwrap();
         w.add_metadata("u8", 1u8).unwrap();
         w.add_metadata("i8", -1i8).unwrap();
         w.add_metadata("u16", 2u16).unwrap();
@@ -28,17 +27,12 @@ fn small_file() -> &'static [u8] {
         w.add_metadata("bool", true).unwrap();
         w.add_metadata("tokens", vec!["a", "bc", "déf"]).unwrap();
         w.add_metadata("scores", vec![0.0f32, -1.0, 2.0]).unwrap();
-        w.add_metadata("nested", vec![vec![1u32, 2], vec![3]])
-            .unwrap();
+        w.add_metadata("nested", vec![vec![1u32, 2], vec![3]]).unwrap();
         w.add_metadata("empty", Vec::<u8>::new()).unwrap();
-        w.add_tensor("a", &[4, 2], GgmlType::F32, vec![1u8; 32])
-            .unwrap();
-        w.add_tensor("b", &[256], GgmlType::TQ2_0, vec![2u8; 66])
-            .unwrap();
-        w.add_tensor("c", &[128, 2], GgmlType::I2_S, vec![3u8; 96])
-            .unwrap();
-        w.add_tensor("d", &[3], GgmlType::F16, vec![4u8; 6])
-            .unwrap();
+        w.add_tensor("a", &[4, 2], GgmlType::F32, vec![1u8; 32]).unwrap();
+        w.add_tensor("b", &[256], GgmlType::TQ2_0, vec![2u8; 66]).unwrap();
+        w.add_tensor("c", &[128, 2], GgmlType::I2_S, vec![3u8; 96]).unwrap();
+        w.add_tensor("d", &[3], GgmlType::F16, vec![4u8; 6]).unwrap();
         w.to_bytes().unwrap()
     })
 }
@@ -59,19 +53,11 @@ fn check(bytes: Vec<u8>) {
     assert!(f.data_offset() <= len as u64 || f.tensors().is_empty());
     for t in f.tensors() {
         assert_eq!(f.tensor_data(t).len() as u64, t.n_bytes);
-        assert_eq!(
-            t.ggml_type.tensor_bytes(t.dims[0], t.n_elements()),
-            Some(t.n_bytes)
-        );
+        assert_eq!(t.ggml_type.tensor_bytes(t.dims[0], t.n_elements()), Some(t.n_bytes));
         assert_eq!(t.offset % f.alignment(), 0);
     }
     for (key, value) in f.metadata() {
-        let _ = (
-            f.get_str(key),
-            f.get_u64(key),
-            f.get_u32(key),
-            f.get_i64(key),
-        );
+        let _ = (f.get_str(key), f.get_u64(key), f.get_u32(key), f.get_i64(key));
         let _ = (f.get_f32(key), f.get_bool(key), f.get_str_array(key));
         let _ = (f.get_i32_array(key), f.get_f32_array(key));
         let _ = value.to_string();

@@ -10,9 +10,7 @@ fn same(a: &MetadataValue, b: &MetadataValue) -> bool {
     match (a, b) {
         (V::F32(x), V::F32(y)) => x.to_bits() == y.to_bits(),
         (V::F64(x), V::F64(y)) => x.to_bits() == y.to_bits(),
-        (V::Array(x), V::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
+        (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b)),
         _ => a == b,
     }
 }
@@ -49,17 +47,11 @@ fn sample_values() -> Vec<(&'static str, MetadataValue)> {
         // Inner arrays have their own element types.
         (
             "arr.nested",
-            V::Array(vec![
-                vec![1u32, 2].into(),
-                vec!["x"].into(),
-                V::Array(vec![]),
-            ]),
+            V::Array(vec![vec![1u32, 2].into(), vec!["x"].into(), V::Array(vec![])]),
         ),
         (
             "arr.deep",
-            V::Array(vec![V::Array(vec![V::Array(vec![V::Array(vec![
-                V::U16(7),
-            ])])])]),
+            V::Array(vec![V::Array(vec![V::Array(vec![V::Array(vec![V::U16(7)])])])]),
         ),
     ]
 }
@@ -112,11 +104,7 @@ fn integer_getters_convert_between_widths() {
         .to_string()
         .contains("1099511627776, which does not fit in u32"));
     assert!(f.get_i64("huge").is_err());
-    assert!(f
-        .get_i32_array("ints")
-        .unwrap_err()
-        .to_string()
-        .contains("(element 0)"));
+    assert!(f.get_i32_array("ints").unwrap_err().to_string().contains("(element 0)"));
 }
 
 /// Deterministic non-zero bytes.
@@ -163,11 +151,7 @@ fn every_tensor_type_round_trips_at_several_alignments() {
         let align = alignment.map_or(32, u64::from);
         assert_eq!(w.alignment(), align);
         let bytes = w.to_bytes().unwrap();
-        assert_eq!(
-            bytes.len() as u64 % align,
-            0,
-            "file padded to the alignment"
-        );
+        assert_eq!(bytes.len() as u64 % align, 0, "file padded to the alignment");
         let f = GgufFile::from_bytes(bytes.clone(), "t").unwrap();
         assert_eq!(f.alignment(), align);
         assert_eq!(f.data_offset() % align, 0);
@@ -234,34 +218,22 @@ fn writer_refuses_what_the_reader_would_reject() {
     assert!(writer_err(w.add_metadata("deep", deep)).contains("nested more than 8 levels"));
     assert!(writer_err(w.set_alignment(0)).contains("nonzero power of two"));
     assert!(writer_err(w.set_alignment(48)).contains("general.alignment = 48"));
-    assert!(
-        writer_err(w.add_metadata("general.alignment", 32u64)).contains("must be a u32, not u64")
-    );
-    assert!(
-        writer_err(w.add_metadata("x".repeat(65536), 1u8)).contains("exceeds the limit of 65535")
-    );
+    assert!(writer_err(w.add_metadata("general.alignment", 32u64)).contains("must be a u32, not u64"));
+    assert!(writer_err(w.add_metadata("x".repeat(65536), 1u8)).contains("exceeds the limit of 65535"));
 
     let f32s = |n: usize| vec![0u8; 4 * n];
     w.add_tensor("t", &[4], GgmlType::F32, f32s(4)).unwrap();
-    assert!(writer_err(w.add_tensor("t", &[4], GgmlType::F32, f32s(4)))
-        .contains("duplicate tensor name 't'"));
+    assert!(writer_err(w.add_tensor("t", &[4], GgmlType::F32, f32s(4))).contains("duplicate tensor name 't'"));
     assert_eq!(
         writer_err(w.add_tensor("u", &[4, 2], GgmlType::F32, f32s(4))),
         "GGUF writer: tensor 'u': 16 bytes given, but a F32 tensor of shape [4, 2] takes 32 bytes"
     );
-    assert!(
-        writer_err(w.add_tensor("u", &[100], GgmlType::Q8_0, vec![0; 136]))
-            .contains("but Q8_0 needs a row length (first dimension) that is a multiple of 32")
-    );
+    assert!(writer_err(w.add_tensor("u", &[100], GgmlType::Q8_0, vec![0; 136]))
+        .contains("but Q8_0 needs a row length (first dimension) that is a multiple of 32"));
     assert!(writer_err(w.add_tensor("u", &[], GgmlType::F32, vec![])).contains("has 0 dimensions"));
-    assert!(
-        writer_err(w.add_tensor("u", &[1; 5], GgmlType::F32, f32s(1))).contains("has 5 dimensions")
-    );
+    assert!(writer_err(w.add_tensor("u", &[1; 5], GgmlType::F32, f32s(1))).contains("has 5 dimensions"));
     assert!(writer_err(w.add_tensor("u", &[4, 0], GgmlType::F32, vec![])).contains("equal to 0"));
-    assert!(
-        writer_err(w.add_tensor("u", &[1 << 32, 1 << 32], GgmlType::F32, vec![]))
-            .contains("more than")
-    );
+    assert!(writer_err(w.add_tensor("u", &[1 << 32, 1 << 32], GgmlType::F32, vec![])).contains("more than"));
     // Failed additions leave no trace.
     let f = read(&w);
     assert_eq!(f.metadata().len(), 1);
@@ -277,8 +249,7 @@ fn write_to_path_is_atomic_and_leaves_no_temp_files() {
     std::fs::write(&path, b"old contents").unwrap();
 
     let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", "bitnet-b1.58")
-        .unwrap();
+    w.add_metadata("general.architecture", "bitnet-b1.58").unwrap();
     all_type_tensors(&mut w);
     w.write_to_path(&path).unwrap();
     let f = GgufFile::open(&path).unwrap();
@@ -337,9 +308,7 @@ fn scalar() -> impl Strategy<Value = MetadataValue> {
 
 /// An array of 0..max_len scalars of one (random) kind.
 fn homogeneous(max_len: usize) -> impl Strategy<Value = MetadataValue> {
-    (0usize..12).prop_flat_map(move |k| {
-        prop::collection::vec(scalar_of(k), 0..max_len).prop_map(MetadataValue::Array)
-    })
+    (0usize..12).prop_flat_map(move |k| prop::collection::vec(scalar_of(k), 0..max_len).prop_map(MetadataValue::Array))
 }
 
 /// Any metadata value: scalars, homogeneous arrays of scalars, arrays of such arrays.

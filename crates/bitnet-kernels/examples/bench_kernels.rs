@@ -68,6 +68,18 @@ fn main() {
         .collect();
     let head = FloatMatrix::new(FloatFormat::F16, head_rows, cols, Bytes::from_vec(head)).unwrap();
     let mut y = vec![0f32; 64 * head_rows.max(rows)];
+    if want("load") {
+        // from_i2s scans the packed bytes once for the invalid code 3.
+        let enc = Bytes::from_vec(bitnet_kernels::i2s::encode(&codes, 0.5).unwrap());
+        let d = time(|| {
+            black_box(TernaryMatrix::from_i2s(rows, cols, enc.clone()).unwrap());
+        });
+        println!(
+            "from_i2s {rows}x{cols}: {:8.1} us  {:6.1} GB/s",
+            d.as_secs_f64() * 1e6,
+            enc.len() as f64 / d.as_secs_f64() / 1e9
+        );
+    }
     for level in supported_simd_levels() {
         println!("== {level:?}");
         let wbytes = (rows * cols / 4) as f64;

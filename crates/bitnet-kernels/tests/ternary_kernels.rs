@@ -392,3 +392,65 @@ fn unaligned_bytes_view() {
         }
     }
 }
+
+/// Long rows (many blocks, beyond any i16 partial-sum group) with saturating patterns: all +1 or
+/// all -1 weights against all -128 / all 127 activations, at every level and format.
+#[test]
+fn extreme_values_on_long_rows() {
+    for cols in [1024usize, 1280, 2560, 2560 + 77, 6912] {
+        let rows = 6;
+        let mut codes = Vec::with_capacity(rows * cols);
+        for r in 0..rows {
+            codes.extend((0..cols).map(|j| match r {
+                0 => 1,
+                1 => -1,
+                2 => 0,
+                3 => {
+                    if j % 2 == 0 {
+                        1
+                    } else {
+                        -1
+                    }
+                }
+                _ => ((j * 7 + r) % 3) as i8 - 1,
+            }));
+        }
+        let patterns: [Vec<i8>; 4] = [
+            vec![-128; cols],
+            vec![127; cols],
+            (0..cols).map(|j| if j % 2 == 0 { -128 } else { 127 }).collect(),
+            (0..cols).map(|j| if j % 2 == 0 { 127 } else { -128 }).collect(),
+        ];
+        let q: Vec<i8> = patterns.concat();
+        let xs = [1.0f32, 2.0, 0.5, 3.0];
+        let mut mats = vec![TernaryMatrix::from_codes(rows, cols, &codes, 1.0).unwrap()];
+        if cols % 256 == 0 {
+            let enc = i2s::encode(&codes, 1.0).unwrap();
+            mats.push(TernaryMatrix::from_i2s(rows, cols, Bytes::from_vec(enc)).unwrap());
+            let scales = vec![1.0f32; rows * cols / 256];
+            let enc = tq2_0::encode(&codes, &scales).unwrap();
+            mats.push(TernaryMatrix::from_tq2_0(rows, cols, Bytes::from_vec(enc)).unwrap());
+            let enc = tq1_0::encode(&codes, &scales).unwrap();
+            mats.push(TernaryMatrix::from_tq1_0(rows, cols, Bytes::from_vec(enc)).unwrap());
+        }
+        for w in &mats {
+            for level in supported_simd_levels() {
+                let (gv, gm) = run(w, level, &q, &xs, 0, rows);
+                for t in 0..4 {
+                    for r in 0..rows {
+                        let acc = naive_dot(w, r, &q[t * cols..(t + 1) * cols]);
+                        let want = acc as f32 / xs[t];
+                        // Unit scales: every path is exact (block sums are integers far below 2^24).
+                        assert_eq!(
+                            gv[t * rows + r],
+                            want,
+                            "{:?} {level:?} cols {cols} t {t} r {r}",
+                            w.format()
+                        );
+                        assert_eq!(gm[t * rows + r], want, "{:?} {level:?} gemm", w.format());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -148,7 +148,12 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 impl BitNetModel {
     /// Runs `tokens` at positions `state.pos..`, appends them to the cache, and returns the wanted
     /// logits (`[n, vocab]`: n = 1 for `Last`, `tokens.len()` for `All`).
-    pub fn forward<'s>(&self, tokens: &[u32], state: &'s mut InferenceState, wanted: LogitsWanted) -> Result<&'s [f32]> {
+    pub fn forward<'s>(
+        &self,
+        tokens: &[u32],
+        state: &'s mut InferenceState,
+        wanted: LogitsWanted,
+    ) -> Result<&'s [f32]> {
         let c = &self.cfg;
         let n = tokens.len();
         if n == 0 {
@@ -177,9 +182,17 @@ impl BitNetModel {
         grow(&mut b.cos, n * half);
         grow(&mut b.sin, n * half);
         for t in 0..n {
-            self.rope.angles(pos0 + t, &mut b.cos[t * half..(t + 1) * half], &mut b.sin[t * half..(t + 1) * half]);
+            self.rope.angles(
+                pos0 + t,
+                &mut b.cos[t * half..(t + 1) * half],
+                &mut b.sin[t * half..(t + 1) * half],
+            );
         }
-        let shape = AttnShape { n_heads: c.num_heads, n_kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+        let shape = AttnShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        };
         for (li, l) in self.layers.iter().enumerate() {
             let x = &mut b.x[..n * h];
             let xn = grow(&mut b.xn, n * h.max(qd));

@@ -120,7 +120,7 @@ impl ModelConfig {
             Some(_) => gguf.get_u64(&k("attention.head_count_kv"))? as usize,
             None => heads,
         };
-        let head_dim = if heads == 0 { 0 } else { hidden / heads };
+        let head_dim = hidden.checked_div(heads).unwrap_or(0);
         let rope_dim = match gguf.get(&k("rope.dimension_count")) {
             Some(_) => gguf.get_u64(&k("rope.dimension_count"))? as usize,
             None => head_dim,
@@ -167,7 +167,9 @@ impl ModelConfig {
     /// `rope_parameters: {rope_theta}` form.
     pub fn from_hf_json(json: &serde_json::Value, ffn_override: Option<FfnActivation>) -> Result<Self> {
         let get_usize = |key: &str| -> Result<usize> {
-            let v = json.get(key).with_context(|| format!("config.json: missing key '{key}'"))?;
+            let v = json
+                .get(key)
+                .with_context(|| format!("config.json: missing key '{key}'"))?;
             v.as_u64()
                 .map(|x| x as usize)
                 .with_context(|| format!("config.json: key '{key}' must be a non-negative integer, got {v}"))
@@ -240,7 +242,10 @@ impl ModelConfig {
     fn with_override(mut self, ffn_override: Option<FfnActivation>) -> Self {
         if let Some(act) = ffn_override {
             if act != self.ffn_act {
-                self.ffn_act_reason = format!("--ffn-act {act} (the file says {}: {})", self.ffn_act, self.ffn_act_reason);
+                self.ffn_act_reason = format!(
+                    "--ffn-act {act} (the file says {}: {})",
+                    self.ffn_act, self.ffn_act_reason
+                );
             } else {
                 self.ffn_act_reason = format!("--ffn-act {act} (same as the file: {})", self.ffn_act_reason);
             }
@@ -274,10 +279,14 @@ impl ModelConfig {
                 c.head_dim
             );
         }
-        if c.num_heads % c.num_kv_heads != 0 {
-            bail!("attention heads ({}) are not a multiple of KV heads ({})", c.num_heads, c.num_kv_heads);
+        if !c.num_heads.is_multiple_of(c.num_kv_heads) {
+            bail!(
+                "attention heads ({}) are not a multiple of KV heads ({})",
+                c.num_heads,
+                c.num_kv_heads
+            );
         }
-        if c.rope_dim == 0 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0 {
+        if c.rope_dim == 0 || c.rope_dim > c.head_dim || !c.rope_dim.is_multiple_of(2) {
             bail!("RoPE dimension {} must be even and in 2..={}", c.rope_dim, c.head_dim);
         }
         if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) {

@@ -72,10 +72,16 @@ pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<Report> {
                     bytes: t.len as u64,
                 })
                 .collect();
-            tensors.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+            tensors.sort_by_key(|t| natural_key(&t.name));
             let q = json.get("quantization_config");
-            let mode = q.and_then(|q| q.get("quantization_mode")).and_then(|v| v.as_str()).unwrap_or("none");
-            let class = q.and_then(|q| q.get("linear_class")).and_then(|v| v.as_str()).unwrap_or("bitlinear");
+            let mode = q
+                .and_then(|q| q.get("quantization_mode"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("none");
+            let class = q
+                .and_then(|q| q.get("linear_class"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("bitlinear");
             let metadata = vec![
                 ("quantization_mode".to_string(), mode.to_string()),
                 ("linear_class".to_string(), class.to_string()),
@@ -94,7 +100,9 @@ pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<Report> {
 }
 
 fn natural_key(s: &str) -> Vec<(String, u64)> {
-    s.split('.').map(|p| p.parse::<u64>().map_or((p.to_string(), 0), |n| (String::new(), n))).collect()
+    s.split('.')
+        .map(|p| p.parse::<u64>().map_or((p.to_string(), 0), |n| (String::new(), n)))
+        .collect()
 }
 
 fn tokenizer_summary(t: Result<Tokenizer>) -> Vec<(String, String)> {
@@ -105,15 +113,23 @@ fn tokenizer_summary(t: Result<Tokenizer>) -> Vec<(String, String)> {
             vec![
                 ("vocabulary".into(), t.vocab_size().to_string()),
                 ("pre-tokenizer".into(), t.pre_tokenizer_name().to_string()),
-                ("BOS".into(), t.bos_id().map_or("none".into(), |b| format!("{b} {}", name(b)))),
+                (
+                    "BOS".into(),
+                    t.bos_id().map_or("none".into(), |b| format!("{b} {}", name(b))),
+                ),
                 ("adds BOS".into(), t.add_bos_default().to_string()),
                 (
                     "stop tokens".into(),
-                    t.stop_ids().iter().map(|&i| format!("{i} {}", name(i))).collect::<Vec<_>>().join(", "),
+                    t.stop_ids()
+                        .iter()
+                        .map(|&i| format!("{i} {}", name(i)))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ),
                 (
                     "chat template".into(),
-                    t.chat_template().map_or("none".into(), |s| format!("{} characters", s.chars().count())),
+                    t.chat_template()
+                        .map_or("none".into(), |s| format!("{} characters", s.chars().count())),
                 ),
             ]
         }
@@ -125,7 +141,12 @@ pub fn summarize(v: &MetadataValue) -> String {
     match v {
         MetadataValue::Array(a) => {
             let head: Vec<String> = a.iter().take(4).map(summarize).collect();
-            format!("[{} items] [{}{}]", a.len(), head.join(", "), if a.len() > 4 { ", ..." } else { "" })
+            format!(
+                "[{} items] [{}{}]",
+                a.len(),
+                head.join(", "),
+                if a.len() > 4 { ", ..." } else { "" }
+            )
         }
         MetadataValue::String(s) => {
             let mut short: String = s.chars().take(80).collect();
@@ -172,7 +193,11 @@ impl fmt::Display for Report {
         writeln!(f, "hidden size:    {}", c.hidden_size)?;
         writeln!(f, "FFN size:       {}", c.intermediate_size)?;
         writeln!(f, "layers:         {}", c.num_layers)?;
-        writeln!(f, "heads:          {} (KV heads {}, head dim {}, RoPE dims {})", c.num_heads, c.num_kv_heads, c.head_dim, c.rope_dim)?;
+        writeln!(
+            f,
+            "heads:          {} (KV heads {}, head dim {}, RoPE dims {})",
+            c.num_heads, c.num_kv_heads, c.head_dim, c.rope_dim
+        )?;
         writeln!(f, "vocabulary:     {}", c.vocab_size)?;
         writeln!(f, "context:        {}", c.context_length)?;
         writeln!(f, "RoPE base:      {}", c.rope_theta)?;
@@ -193,7 +218,14 @@ impl fmt::Display for Report {
         for t in &self.tensors {
             let mut shape = String::new();
             let _ = write!(shape, "{:?}", t.shape);
-            writeln!(f, "  {:<w$}  {:<6}  {:<18}  {:>12}", t.name, t.dtype, shape, human_bytes(t.bytes))?;
+            writeln!(
+                f,
+                "  {:<w$}  {:<6}  {:<18}  {:>12}",
+                t.name,
+                t.dtype,
+                shape,
+                human_bytes(t.bytes)
+            )?;
         }
         Ok(())
     }

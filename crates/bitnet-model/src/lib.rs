@@ -51,18 +51,28 @@ pub fn detect(path: &Path) -> Result<(ModelKind, std::path::PathBuf)> {
     }
     let mut magic = [0u8; 4];
     let mut f = std::fs::File::open(path).with_context(|| format!("opening model {}", path.display()))?;
-    let n = f.read(&mut magic).with_context(|| format!("reading {}", path.display()))?;
+    let n = f
+        .read(&mut magic)
+        .with_context(|| format!("reading {}", path.display()))?;
     if n == 4 && &magic == b"GGUF" {
         return Ok((ModelKind::Gguf, path.to_path_buf()));
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name == "config.json" || name.ends_with(".safetensors") || name.ends_with(".safetensors.index.json") {
         if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
             return Ok((ModelKind::HfFolder, dir.to_path_buf()));
         }
     }
-    bail!("{}: not a GGUF file (magic {:?}) nor a Hugging Face model folder", path.display(), &magic[..n]);
+    bail!(
+        "{}: not a GGUF file (magic {:?}) nor a Hugging Face model folder",
+        path.display(),
+        &magic[..n]
+    );
 }
 
 /// Loads a model and its tokenizer from a `.gguf` file or a Hugging Face folder.
@@ -80,8 +90,6 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
             let g = bitnet_gguf::GgufFile::open(&p)?;
             load_gguf::tokenizer_from_gguf(&g).with_context(|| format!("tokenizer of {}", p.display()))
         }
-        (ModelKind::HfFolder, p) => {
-            Tokenizer::from_hf_dir(&p).with_context(|| format!("tokenizer of {}", p.display()))
-        }
+        (ModelKind::HfFolder, p) => Tokenizer::from_hf_dir(&p).with_context(|| format!("tokenizer of {}", p.display())),
     }
 }

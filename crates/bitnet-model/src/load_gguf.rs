@@ -44,13 +44,21 @@ pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Tokenizer> {
     };
     let vocab = GgufVocab {
         model: g.get_str("tokenizer.ggml.model")?.to_string(),
-        tokens: g.get_str_array("tokenizer.ggml.tokens")?.into_iter().map(str::to_string).collect(),
+        tokens: g
+            .get_str_array("tokenizer.ggml.tokens")?
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         token_types: match g.get("tokenizer.ggml.token_type") {
             Some(_) => Some(g.get_i32_array("tokenizer.ggml.token_type")?),
             None => None,
         },
         merges: match g.get("tokenizer.ggml.merges") {
-            Some(_) => g.get_str_array("tokenizer.ggml.merges")?.into_iter().map(str::to_string).collect(),
+            Some(_) => g
+                .get_str_array("tokenizer.ggml.merges")?
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
             None => Vec::new(),
         },
         scores: match g.get("tokenizer.ggml.scores") {
@@ -90,7 +98,9 @@ struct Tensors<'a> {
 
 impl Tensors<'_> {
     fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.g.tensor(name).with_context(|| format!("required tensor '{name}' is missing"))
+        self.g
+            .tensor(name)
+            .with_context(|| format!("required tensor '{name}' is missing"))
     }
 
     fn bytes(&self, t: &TensorInfo) -> Bytes {
@@ -117,7 +127,7 @@ impl Tensors<'_> {
         self.check_2d(t, rows, cols)?;
         let f = float_format(t.ggml_type)
             .with_context(|| format!("tensor '{name}' has type {}, expected a float type", t.ggml_type.name()))?;
-        Ok(FloatMatrix::new(f, rows, cols, self.bytes(t)).with_context(|| format!("tensor '{name}'"))?)
+        FloatMatrix::new(f, rows, cols, self.bytes(t)).with_context(|| format!("tensor '{name}'"))
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
@@ -142,7 +152,8 @@ impl Tensors<'_> {
             GgmlType::TQ2_0 => TernaryMatrix::from_tq2_0(rows, cols, data),
             GgmlType::TQ1_0 => TernaryMatrix::from_tq1_0(rows, cols, data),
             other => {
-                let f = float_format(other).with_context(|| format!("tensor '{name}' has unsupported type {}", other.name()))?;
+                let f = float_format(other)
+                    .with_context(|| format!("tensor '{name}' has unsupported type {}", other.name()))?;
                 let m = FloatMatrix::new(f, rows, cols, data).with_context(|| format!("tensor '{name}'"))?;
                 Ok(ternary_from_float(&m, FloatToTernary::ExactOrAbsmean, name)?)
             }
@@ -163,8 +174,13 @@ impl Tensors<'_> {
 
 fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
     let ts = Tensors { g, src: g.source() };
-    let (h, qd, kvd, ffn, vocab) =
-        (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.kv_dim(), cfg.intermediate_size, cfg.vocab_size);
+    let (h, qd, kvd, ffn, vocab) = (
+        cfg.hidden_size,
+        cfg.num_heads * cfg.head_dim,
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
     let embed = ts.float_matrix("token_embd.weight", vocab, h)?;
     let head = if g.tensor("output.weight").is_some() {
         ts.float_matrix("output.weight", vocab, h)?
@@ -190,5 +206,12 @@ fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
     }
     let final_norm = ts.vector("output_norm.weight", h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
-    Ok(BitNetModel { cfg, embed, layers, final_norm, head, rope })
+    Ok(BitNetModel {
+        cfg,
+        embed,
+        layers,
+        final_norm,
+        head,
+        rope,
+    })
 }

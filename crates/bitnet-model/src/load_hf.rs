@@ -54,7 +54,9 @@ impl Checkpoint {
                 .with_context(|| format!("{}: missing object 'weight_map'", index.display()))?;
             let mut names = BTreeSet::new();
             for (k, v) in map {
-                let f = v.as_str().with_context(|| format!("{}: weight_map['{k}'] is not a string", index.display()))?;
+                let f = v
+                    .as_str()
+                    .with_context(|| format!("{}: weight_map['{k}'] is not a string", index.display()))?;
                 if f.contains('/') || f.contains('\\') || f.starts_with('.') {
                     bail!("{}: shard name '{f}' must be a plain file name", index.display());
                 }
@@ -62,7 +64,10 @@ impl Checkpoint {
             }
             names.into_iter().map(|f| dir.join(f)).collect()
         } else {
-            bail!("{}: no model.safetensors or model.safetensors.index.json", dir.display());
+            bail!(
+                "{}: no model.safetensors or model.safetensors.index.json",
+                dir.display()
+            );
         };
         let mut files = Vec::new();
         let mut tensors = HashMap::new();
@@ -96,7 +101,9 @@ impl Checkpoint {
     }
 
     pub fn get(&self, name: &str) -> Result<&StTensor> {
-        self.tensors.get(name).with_context(|| format!("required tensor '{name}' is missing from the checkpoint"))
+        self.tensors
+            .get(name)
+            .with_context(|| format!("required tensor '{name}' is missing from the checkpoint"))
     }
 
     fn bytes(&self, t: &StTensor) -> Bytes {
@@ -119,7 +126,7 @@ impl Checkpoint {
         if t.shape != [rows, cols] {
             bail!("tensor '{name}' has shape {:?}, expected [{rows}, {cols}]", t.shape);
         }
-        Ok(FloatMatrix::new(Self::float_format(t)?, rows, cols, self.bytes(t)).with_context(|| format!("tensor '{name}'"))?)
+        FloatMatrix::new(Self::float_format(t)?, rows, cols, self.bytes(t)).with_context(|| format!("tensor '{name}'"))
     }
 
     /// A float vector of length `len`.
@@ -128,7 +135,8 @@ impl Checkpoint {
         if t.shape != [len] {
             bail!("tensor '{name}' has shape {:?}, expected [{len}]", t.shape);
         }
-        let m = FloatMatrix::new(Self::float_format(t)?, 1, len, self.bytes(t)).with_context(|| format!("tensor '{name}'"))?;
+        let m = FloatMatrix::new(Self::float_format(t)?, 1, len, self.bytes(t))
+            .with_context(|| format!("tensor '{name}'"))?;
         let mut v = vec![0.0; len];
         m.dequantize_row(0, &mut v);
         Ok(v)
@@ -140,7 +148,8 @@ impl Checkpoint {
         if t.shape.iter().product::<usize>() != 1 {
             bail!("tensor '{name}' has shape {:?}, expected a single value", t.shape);
         }
-        let m = FloatMatrix::new(Self::float_format(t)?, 1, 1, self.bytes(t)).with_context(|| format!("tensor '{name}'"))?;
+        let m = FloatMatrix::new(Self::float_format(t)?, 1, 1, self.bytes(t))
+            .with_context(|| format!("tensor '{name}'"))?;
         let mut v = [0.0f32];
         m.dequantize_row(0, &mut v);
         Ok(v[0])
@@ -167,8 +176,15 @@ pub fn load(dir: &Path, ffn_override: Option<FfnActivation>) -> Result<(BitNetMo
         Some("bitlinear") | None => ScaleRule::Divide,
         Some(other) => bail!("config.json: unknown quantization_config.linear_class '{other}'"),
     };
-    let model = build(&ck, cfg, rule, json.get("tie_word_embeddings").and_then(|v| v.as_bool()).unwrap_or(true))
-        .with_context(|| format!("loading weights of {}", dir.display()))?;
+    let model = build(
+        &ck,
+        cfg,
+        rule,
+        json.get("tie_word_embeddings")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true),
+    )
+    .with_context(|| format!("loading weights of {}", dir.display()))?;
     Ok((model, tokenizer))
 }
 
@@ -185,8 +201,12 @@ fn linear(ck: &Checkpoint, name: &str, rows: usize, cols: usize, rule: ScaleRule
     let t = ck.get(name)?;
     if t.dtype == Dtype::U8 {
         // Packed release: (rows/4, cols) bytes, four 2-bit codes per byte.
-        if rows % 4 != 0 || t.shape != [rows / 4, cols] {
-            bail!("packed tensor '{name}' has shape {:?}, expected [{}, {cols}]", t.shape, rows / 4);
+        if !rows.is_multiple_of(4) || t.shape != [rows / 4, cols] {
+            bail!(
+                "packed tensor '{name}' has shape {:?}, expected [{}, {cols}]",
+                t.shape,
+                rows / 4
+            );
         }
         let mut codes = vec![0i8; rows * cols];
         hf_packed::unpack(&ck.bytes(t), rows, cols, &mut codes).with_context(|| format!("tensor '{name}'"))?;
@@ -212,8 +232,13 @@ fn linear(ck: &Checkpoint, name: &str, rows: usize, cols: usize, rule: ScaleRule
 }
 
 fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Result<BitNetModel> {
-    let (h, qd, kvd, ffn, vocab) =
-        (cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.kv_dim(), cfg.intermediate_size, cfg.vocab_size);
+    let (h, qd, kvd, ffn, vocab) = (
+        cfg.hidden_size,
+        cfg.num_heads * cfg.head_dim,
+        cfg.kv_dim(),
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
     let embed = ck.float_matrix("model.embed_tokens.weight", vocab, h)?;
     let head = if !tied && ck.tensors.contains_key("lm_head.weight") {
         ck.float_matrix("lm_head.weight", vocab, h)?
@@ -239,5 +264,12 @@ fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Resu
     }
     let final_norm = ck.vector("model.norm.weight", h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
-    Ok(BitNetModel { cfg, embed, layers, final_norm, head, rope })
+    Ok(BitNetModel {
+        cfg,
+        embed,
+        layers,
+        final_norm,
+        head,
+        rope,
+    })
 }

@@ -15,7 +15,10 @@ fn rows_per_task(rows: usize) -> usize {
 fn blocked(rows: usize, n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     let chunk = rows_per_task(rows);
     if n_tok == 1 {
-        y[..rows].par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| f(ci * chunk, yc.len(), yc));
+        y[..rows]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(ci, yc)| f(ci * chunk, yc.len(), yc));
         return;
     }
     tmp.clear();

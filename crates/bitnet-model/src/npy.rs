@@ -14,7 +14,10 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     }
     let dims = match shape.len() {
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
     // Pad with spaces so that magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64.
@@ -35,7 +38,8 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let bytes = encode_f32(shape, data)?;
     let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(&bytes).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(&bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -63,7 +67,9 @@ pub fn decode_f32(b: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
     let header = b.get(hstart..hstart + hlen).context("truncated .npy header")?;
     let header = std::str::from_utf8(header).context(".npy header is not UTF-8")?;
     let field = |key: &str| -> Result<&str> {
-        let i = header.find(key).with_context(|| format!(".npy header has no '{key}'"))?;
+        let i = header
+            .find(key)
+            .with_context(|| format!(".npy header has no '{key}'"))?;
         Ok(&header[i + key.len()..])
     };
     let descr = field("'descr':")?.trim_start();
@@ -72,7 +78,10 @@ pub fn decode_f32(b: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
     } else if descr.starts_with("'<f8'") {
         8
     } else {
-        bail!(".npy dtype {} is not supported (only <f4 and <f8)", descr.split(',').next().unwrap_or(""));
+        bail!(
+            ".npy dtype {} is not supported (only <f4 and <f8)",
+            descr.split(',').next().unwrap_or("")
+        );
     };
     if field("'fortran_order':")?.trim_start().starts_with("True") {
         bail!("Fortran-order .npy arrays are not supported");
@@ -85,13 +94,22 @@ pub fn decode_f32(b: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().with_context(|| format!("bad .npy dimension '{s}'")))
         .collect::<Result<_>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context(".npy shape overflows")?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .context(".npy shape overflows")?;
     let data = &b[hstart + hlen..];
     if n.checked_mul(width).is_none_or(|need| data.len() != need) {
-        bail!(".npy data has {} bytes, shape {shape:?} needs {}", data.len(), n.saturating_mul(width));
+        bail!(
+            ".npy data has {} bytes, shape {shape:?} needs {}",
+            data.len(),
+            n.saturating_mul(width)
+        );
     }
     let vals = if width == 4 {
-        data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+        data.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
     } else {
         data.chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)

@@ -159,7 +159,11 @@ mod tests {
 
     #[test]
     fn attention_single_position_returns_value() {
-        let s = AttnShape { n_heads: 2, n_kv_heads: 1, head_dim: 2 };
+        let s = AttnShape {
+            n_heads: 2,
+            n_kv_heads: 1,
+            head_dim: 2,
+        };
         let q = [1.0, 2.0, 3.0, 4.0];
         let k = [0.5, 0.5];
         let v = [7.0, -1.0];

@@ -46,10 +46,26 @@ impl Shape {
 
     fn dims(self) -> Dims {
         match self {
-            Shape::Tiny => Dims { hidden: 256, ffn: 768, layers: 4, heads: 4, kv_heads: 2, vocab: 2048, specials: 10, context: 2048 },
-            Shape::B2b4t => {
-                Dims { hidden: 2560, ffn: 6912, layers: 30, heads: 20, kv_heads: 5, vocab: 128256, specials: 256, context: 4096 }
-            }
+            Shape::Tiny => Dims {
+                hidden: 256,
+                ffn: 768,
+                layers: 4,
+                heads: 4,
+                kv_heads: 2,
+                vocab: 2048,
+                specials: 10,
+                context: 2048,
+            },
+            Shape::B2b4t => Dims {
+                hidden: 2560,
+                ffn: 6912,
+                layers: 30,
+                heads: 20,
+                kv_heads: 5,
+                vocab: 128256,
+                specials: 256,
+                context: 4096,
+            },
         }
     }
 }
@@ -77,7 +93,10 @@ impl Gen {
 
 /// GPT-2's byte-to-character map used by byte-level BPE vocabularies.
 fn byte_chars() -> Vec<char> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut map = vec!['\0'; 256];
     for &b in &printable {
         map[b as usize] = char::from_u32(b).unwrap_or('?');
@@ -108,7 +127,11 @@ fn special_names(n: usize) -> Vec<String> {
         "<|eot_id|>",
     ];
     (0..n)
-        .map(|i| fixed.get(i).map_or_else(|| format!("<|reserved_special_token_{}|>", i - 7), |s| s.to_string()))
+        .map(|i| {
+            fixed
+                .get(i)
+                .map_or_else(|| format!("<|reserved_special_token_{}|>", i - 7), |s| s.to_string())
+        })
         .collect()
 }
 
@@ -118,11 +141,14 @@ fn vocabulary(n_regular: usize, g: &mut Gen) -> (Vec<String>, Vec<String>) {
     let mut seen: HashSet<String> = tokens.iter().cloned().collect();
     let mut merges = Vec::new();
     // Favour letters and the space marker so that merged tokens look like word pieces.
-    let common: Vec<usize> = "etaoinshrdlucmfwypvbgkqjxz ".bytes().map(|b| if b == b' ' { 'Ġ' as usize } else { b as usize }).collect();
+    let common: Vec<usize> = "etaoinshrdlucmfwypvbgkqjxz "
+        .bytes()
+        .map(|b| if b == b' ' { 'Ġ' as usize } else { b as usize })
+        .collect();
     let space = tokens.iter().position(|t| t == "Ġ").unwrap_or(32);
     let pick = |g: &mut Gen, len: usize| -> usize {
         let r = g.next();
-        if r % 3 == 0 {
+        if r.is_multiple_of(3) {
             let c = common[(r >> 8) as usize % common.len()];
             if c == 'Ġ' as usize {
                 space
@@ -167,7 +193,14 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
     let mut w = GgufWriter::new();
     let k = |s: &str| format!("{arch}.{s}");
     w.add_metadata("general.architecture", arch)?;
-    w.add_metadata("general.name", if shape == Shape::B2b4t { "bitnet2b" } else { "bitnet-synth-tiny" })?;
+    w.add_metadata(
+        "general.name",
+        if shape == Shape::B2b4t {
+            "bitnet2b"
+        } else {
+            "bitnet-synth-tiny"
+        },
+    )?;
     w.add_metadata(k("vocab_size"), d.vocab as u32)?;
     w.add_metadata(k("context_length"), d.context as u32)?;
     w.add_metadata(k("embedding_length"), d.hidden as u32)?;
@@ -184,19 +217,30 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
     let n_regular = d.vocab - d.specials;
     let (mut tokens, merges) = vocabulary(n_regular, &mut g);
     tokens.extend(special_names(d.specials));
-    let types: Vec<MetadataValue> =
-        (0..d.vocab).map(|i| MetadataValue::I32(if i < n_regular { 1 } else { 3 })).collect();
-    w.add_metadata("tokenizer.ggml.tokens", MetadataValue::Array(tokens.into_iter().map(MetadataValue::String).collect()))?;
-    w.add_metadata("tokenizer.ggml.scores", MetadataValue::Array(vec![MetadataValue::F32(0.0); d.vocab]))?;
+    let types: Vec<MetadataValue> = (0..d.vocab)
+        .map(|i| MetadataValue::I32(if i < n_regular { 1 } else { 3 }))
+        .collect();
+    w.add_metadata(
+        "tokenizer.ggml.tokens",
+        MetadataValue::Array(tokens.into_iter().map(MetadataValue::String).collect()),
+    )?;
+    w.add_metadata(
+        "tokenizer.ggml.scores",
+        MetadataValue::Array(vec![MetadataValue::F32(0.0); d.vocab]),
+    )?;
     w.add_metadata("tokenizer.ggml.token_type", MetadataValue::Array(types))?;
-    w.add_metadata("tokenizer.ggml.merges", MetadataValue::Array(merges.into_iter().map(MetadataValue::String).collect()))?;
+    w.add_metadata(
+        "tokenizer.ggml.merges",
+        MetadataValue::Array(merges.into_iter().map(MetadataValue::String).collect()),
+    )?;
     w.add_metadata("tokenizer.ggml.bos_token_id", n_regular as u32)?;
     w.add_metadata("tokenizer.ggml.eos_token_id", (n_regular + 1) as u32)?;
     w.add_metadata("tokenizer.chat_template", BITNET_CHAT_TEMPLATE)?;
     w.add_metadata("general.quantization_version", 2u32)?;
 
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let norm = |g: &mut Gen, n: usize| -> Vec<u8> { f32_bytes(&(0..n).map(|_| 1.0 + 0.1 * g.normal()).collect::<Vec<_>>()) };
+    let norm =
+        |g: &mut Gen, n: usize| -> Vec<u8> { f32_bytes(&(0..n).map(|_| 1.0 + 0.1 * g.normal()).collect::<Vec<_>>()) };
     // Random ternary codes (about a third zeros, like trained BitNet weights), scaled so a unit-RMS input
     // gives a unit-RMS output.
     let ternary = |g: &mut Gen, rows: usize, cols: usize| -> Result<Vec<u8>> {
@@ -207,25 +251,69 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
         let scale = 1.0 / ((2.0 / 3.0) * cols as f32).sqrt();
         Ok(i2s::encode(&codes, scale)?)
     };
-    let (h, qd, kvd, ffn) = (d.hidden as u64, (d.heads * head_dim) as u64, (d.kv_heads * head_dim) as u64, d.ffn as u64);
-    let emb: Vec<u8> = (0..d.vocab * d.hidden).flat_map(|_| f16::from_f32(g.normal()).to_le_bytes()).collect();
+    let (h, qd, kvd, ffn) = (
+        d.hidden as u64,
+        (d.heads * head_dim) as u64,
+        (d.kv_heads * head_dim) as u64,
+        d.ffn as u64,
+    );
+    let emb: Vec<u8> = (0..d.vocab * d.hidden)
+        .flat_map(|_| f16::from_f32(g.normal()).to_le_bytes())
+        .collect();
     w.add_tensor("token_embd.weight", &[h, d.vocab as u64], GgmlType::F16, emb)?;
     // Final norm scaled so logits have a standard deviation of a few units.
-    let fnorm: Vec<f32> = (0..d.hidden).map(|_| (1.0 + 0.1 * g.normal()) * 3.0 / (d.hidden as f32).sqrt()).collect();
+    let fnorm: Vec<f32> = (0..d.hidden)
+        .map(|_| (1.0 + 0.1 * g.normal()) * 3.0 / (d.hidden as f32).sqrt())
+        .collect();
     w.add_tensor("output_norm.weight", &[h], GgmlType::F32, f32_bytes(&fnorm))?;
     for i in 0..d.layers {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
         w.add_tensor(n("attn_norm"), &[h], GgmlType::F32, norm(&mut g, d.hidden))?;
-        w.add_tensor(n("attn_q"), &[h, qd], GgmlType::I2_S, ternary(&mut g, qd as usize, d.hidden)?)?;
-        w.add_tensor(n("attn_k"), &[h, kvd], GgmlType::I2_S, ternary(&mut g, kvd as usize, d.hidden)?)?;
-        w.add_tensor(n("attn_v"), &[h, kvd], GgmlType::I2_S, ternary(&mut g, kvd as usize, d.hidden)?)?;
+        w.add_tensor(
+            n("attn_q"),
+            &[h, qd],
+            GgmlType::I2_S,
+            ternary(&mut g, qd as usize, d.hidden)?,
+        )?;
+        w.add_tensor(
+            n("attn_k"),
+            &[h, kvd],
+            GgmlType::I2_S,
+            ternary(&mut g, kvd as usize, d.hidden)?,
+        )?;
+        w.add_tensor(
+            n("attn_v"),
+            &[h, kvd],
+            GgmlType::I2_S,
+            ternary(&mut g, kvd as usize, d.hidden)?,
+        )?;
         w.add_tensor(n("attn_sub_norm"), &[qd], GgmlType::F32, norm(&mut g, qd as usize))?;
-        w.add_tensor(n("attn_output"), &[qd, h], GgmlType::I2_S, ternary(&mut g, d.hidden, qd as usize)?)?;
+        w.add_tensor(
+            n("attn_output"),
+            &[qd, h],
+            GgmlType::I2_S,
+            ternary(&mut g, d.hidden, qd as usize)?,
+        )?;
         w.add_tensor(n("ffn_norm"), &[h], GgmlType::F32, norm(&mut g, d.hidden))?;
-        w.add_tensor(n("ffn_gate"), &[h, ffn], GgmlType::I2_S, ternary(&mut g, d.ffn, d.hidden)?)?;
-        w.add_tensor(n("ffn_up"), &[h, ffn], GgmlType::I2_S, ternary(&mut g, d.ffn, d.hidden)?)?;
+        w.add_tensor(
+            n("ffn_gate"),
+            &[h, ffn],
+            GgmlType::I2_S,
+            ternary(&mut g, d.ffn, d.hidden)?,
+        )?;
+        w.add_tensor(
+            n("ffn_up"),
+            &[h, ffn],
+            GgmlType::I2_S,
+            ternary(&mut g, d.ffn, d.hidden)?,
+        )?;
         w.add_tensor(n("ffn_sub_norm"), &[ffn], GgmlType::F32, norm(&mut g, d.ffn))?;
-        w.add_tensor(n("ffn_down"), &[ffn, h], GgmlType::I2_S, ternary(&mut g, d.hidden, d.ffn)?)?;
+        w.add_tensor(
+            n("ffn_down"),
+            &[ffn, h],
+            GgmlType::I2_S,
+            ternary(&mut g, d.hidden, d.ffn)?,
+        )?;
     }
     Ok(w)
 }

@@ -20,7 +20,11 @@ fn check_logits(model_rel: &str, act: Option<FfnActivation>, reference: &str) {
     let a = agreement(&r, &ours, vocab, GAP);
     eprintln!("{model_rel} vs {reference}: {a:?}");
     assert!(a.kl_mean < KL_LIMIT, "{model_rel}: mean KL {} >= {KL_LIMIT}", a.kl_mean);
-    assert!(a.decisive_mismatches.is_empty(), "{model_rel}: top-1 differs at decisive positions {:?}", a.decisive_mismatches);
+    assert!(
+        a.decisive_mismatches.is_empty(),
+        "{model_rel}: top-1 differs at decisive positions {:?}",
+        a.decisive_mismatches
+    );
     assert!(a.rel_all < 5e-2, "{model_rel}: rel_all {}", a.rel_all);
 }
 
@@ -89,7 +93,10 @@ fn llamacpp_files_without_override_stay_close_to_llamacpp_silu() {
         ("gguf/llamacpp-f16.gguf", "reference/llamacpp_f16_logits.npy"),
         ("gguf/llamacpp-tq2_0.gguf", "reference/llamacpp_tq2_0_logits.npy"),
         ("gguf/llamacpp-tq1_0.gguf", "reference/llamacpp_tq1_0_logits.npy"),
-        ("gguf/llamacpp-tq2_0-f16emb.gguf", "reference/llamacpp_tq2_0_f16emb_logits.npy"),
+        (
+            "gguf/llamacpp-tq2_0-f16emb.gguf",
+            "reference/llamacpp_tq2_0_f16emb_logits.npy",
+        ),
     ] {
         let (m, _) = load_fixture(file, None);
         assert_eq!(m.cfg.ffn_act, FfnActivation::Silu, "{file}");
@@ -102,7 +109,13 @@ fn llamacpp_files_without_override_stay_close_to_llamacpp_silu() {
     }
 }
 
-fn check_greedy(model_rel: &str, act: Option<FfnActivation>, reference: &serde_json::Value, prefix_key: &str, prefix_src: &serde_json::Value) {
+fn check_greedy(
+    model_rel: &str,
+    act: Option<FfnActivation>,
+    reference: &serde_json::Value,
+    prefix_key: &str,
+    prefix_src: &serde_json::Value,
+) {
     let (m, _) = load_fixture(model_rel, act);
     for (pk, nk, gk) in [
         ("prefix", "new_tokens", "top1_top2_gap"),
@@ -114,8 +127,15 @@ fn check_greedy(model_rel: &str, act: Option<FfnActivation>, reference: &serde_j
         let upto = fragile_from(&gaps, GAP);
         let got = greedy(&m, &prefix, want.len());
         let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
-        eprintln!("{model_rel} {pk}: identical for {same} of {} steps (required: {upto})", want.len());
-        assert_eq!(got[..upto], want[..upto], "{model_rel}: greedy from '{pk}' differs before step {upto}");
+        eprintln!(
+            "{model_rel} {pk}: identical for {same} of {} steps (required: {upto})",
+            want.len()
+        );
+        assert_eq!(
+            got[..upto],
+            want[..upto],
+            "{model_rel}: greedy from '{pk}' differs before step {upto}"
+        );
         // Teacher-forced: feed the reference's own continuation and require the same next token at every
         // step where the reference is decisive, so all 32 steps are checked, not only the first few.
         let mut seq = prefix.clone();
@@ -125,7 +145,10 @@ fn check_greedy(model_rel: &str, act: Option<FfnActivation>, reference: &serde_j
         for (step, (&w, &gap)) in want.iter().zip(&gaps).enumerate() {
             let p = prefix.len() - 1 + step;
             let ours = argmax(&logits[p * vocab..(p + 1) * vocab]) as u32;
-            assert!(gap < GAP || ours == w, "{model_rel} {pk}: teacher-forced step {step}: {ours} != {w} (gap {gap})");
+            assert!(
+                gap < GAP || ours == w,
+                "{model_rel} {pk}: teacher-forced step {step}: {ours} != {w} (gap {gap})"
+            );
         }
     }
 }
@@ -138,11 +161,35 @@ fn greedy_continuations_match_transformers() {
     check_greedy("gguf/bitnet-b158-i2_s.gguf", None, &g["packed"], "prefix", &g["packed"]);
     check_greedy("gguf/bitnetcpp-i2_s.gguf", None, &g["packed"], "prefix", &g["packed"]);
     let f16 = json("reference/hf_on_llamacpp_f16_weights_greedy.json");
-    check_greedy("gguf/llamacpp-f16.gguf", Some(FfnActivation::Relu2), &f16, "prefix", &g["packed"]);
-    check_greedy("gguf/llamacpp-tq2_0-f16emb.gguf", Some(FfnActivation::Relu2), &f16, "prefix", &g["packed"]);
+    check_greedy(
+        "gguf/llamacpp-f16.gguf",
+        Some(FfnActivation::Relu2),
+        &f16,
+        "prefix",
+        &g["packed"],
+    );
+    check_greedy(
+        "gguf/llamacpp-tq2_0-f16emb.gguf",
+        Some(FfnActivation::Relu2),
+        &f16,
+        "prefix",
+        &g["packed"],
+    );
     let tq = json("reference/hf_on_llamacpp_tq2_0_weights_greedy.json");
-    check_greedy("gguf/llamacpp-tq2_0.gguf", Some(FfnActivation::Relu2), &tq, "prefix", &g["packed"]);
-    check_greedy("gguf/llamacpp-tq1_0.gguf", Some(FfnActivation::Relu2), &tq, "prefix", &g["packed"]);
+    check_greedy(
+        "gguf/llamacpp-tq2_0.gguf",
+        Some(FfnActivation::Relu2),
+        &tq,
+        "prefix",
+        &g["packed"],
+    );
+    check_greedy(
+        "gguf/llamacpp-tq1_0.gguf",
+        Some(FfnActivation::Relu2),
+        &tq,
+        "prefix",
+        &g["packed"],
+    );
 }
 
 /// The KV cache path (token by token) gives the same logits as one pass over the whole sequence.

@@ -11,7 +11,9 @@ use bitnet_model::{npy, QuantScratch};
 const TOL: f32 = 1e-5;
 
 fn trace(name: &str) -> Vec<f32> {
-    npy::read_f32(&fixture(&format!("reference/trace/{name}.npy"))).expect("trace file").1
+    npy::read_f32(&fixture(&format!("reference/trace/{name}.npy")))
+        .expect("trace file")
+        .1
 }
 
 fn rel(ours: &[f32], reference: &[f32]) -> f32 {
@@ -69,7 +71,11 @@ fn every_module_matches_the_transformers_trace() {
             }
         }
         let mut a = vec![0.0f32; n * qd];
-        let shape = AttnShape { n_heads: c.num_heads, n_kv_heads: c.num_kv_heads, head_dim: c.head_dim };
+        let shape = AttnShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+        };
         ops::attention(&q, &k, &v, 0, n, shape, &mut a);
         check(&format!("{p}.attention"), &a, &t("self_attn.attn_sub_norm.in"));
         let mut an = vec![0.0f32; n * qd];
@@ -80,7 +86,11 @@ fn every_module_matches_the_transformers_trace() {
         check(&format!("{p}.o_proj"), &op, &t("self_attn.o_proj"));
         let r: Vec<f32> = x.iter().zip(t("self_attn.o_proj")).map(|(a, b)| a + b).collect();
         ops::rmsnorm_rows(&r, &l.ffn_norm, c.rms_eps, &mut o);
-        check(&format!("{p}.post_attention_layernorm"), &o, &t("post_attention_layernorm"));
+        check(
+            &format!("{p}.post_attention_layernorm"),
+            &o,
+            &t("post_attention_layernorm"),
+        );
         let hin = t("post_attention_layernorm");
         let mut g = vec![0.0f32; n * ffn];
         l.w_gate.forward(&hin, n, &mut qs, &mut g);
@@ -88,8 +98,11 @@ fn every_module_matches_the_transformers_trace() {
         let mut u = vec![0.0f32; n * ffn];
         l.w_up.forward(&hin, n, &mut qs, &mut u);
         check(&format!("{p}.up_proj"), &u, &t("mlp.up_proj"));
-        let act: Vec<f32> =
-            t("mlp.gate_proj").iter().zip(t("mlp.up_proj")).map(|(&g, u)| c.ffn_act.apply(g) * u).collect();
+        let act: Vec<f32> = t("mlp.gate_proj")
+            .iter()
+            .zip(t("mlp.up_proj"))
+            .map(|(&g, u)| c.ffn_act.apply(g) * u)
+            .collect();
         check(&format!("{p}.relu2(gate)*up"), &act, &t("mlp.ffn_sub_norm.in"));
         let mut mn = vec![0.0f32; n * ffn];
         ops::rmsnorm_rows(&t("mlp.ffn_sub_norm.in"), &l.ffn_sub_norm, c.rms_eps, &mut mn);

@@ -24,7 +24,8 @@ fn writer_from(src: &str, skip_key: Option<&str>, skip_tensor: Option<&str>) -> 
     }
     for t in g.tensors() {
         if Some(t.name.as_str()) != skip_tensor {
-            w.add_tensor(t.name.clone(), &t.dims, t.ggml_type, g.tensor_data(t).to_vec()).expect("tensor");
+            w.add_tensor(t.name.clone(), &t.dims, t.ggml_type, g.tensor_data(t).to_vec())
+                .expect("tensor");
         }
     }
     w
@@ -39,7 +40,11 @@ fn err_of(w: &GgufWriter) -> String {
 
 #[test]
 fn truncated_models_fail_cleanly() {
-    for f in ["gguf/bitnet-b158-i2_s.gguf", "gguf/llamacpp-tq1_0.gguf", "gguf/llamacpp-tq2_0.gguf"] {
+    for f in [
+        "gguf/bitnet-b158-i2_s.gguf",
+        "gguf/llamacpp-tq1_0.gguf",
+        "gguf/llamacpp-tq2_0.gguf",
+    ] {
         let bytes = std::fs::read(fixture(f)).expect("fixture");
         let mut cut = 0usize;
         while cut < bytes.len() {
@@ -71,7 +76,12 @@ fn missing_required_keys_are_named() {
 
 #[test]
 fn missing_tensors_are_named() {
-    for t in ["token_embd.weight", "output_norm.weight", "blk.2.ffn_down.weight", "blk.0.attn_sub_norm.weight"] {
+    for t in [
+        "token_embd.weight",
+        "output_norm.weight",
+        "blk.2.ffn_down.weight",
+        "blk.0.attn_sub_norm.weight",
+    ] {
         let e = err_of(&writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some(t)));
         assert!(e.contains(t), "removing '{t}' gave: {e}");
     }
@@ -81,20 +91,28 @@ fn missing_tensors_are_named() {
 fn wrong_shapes_and_types_are_named() {
     // A norm of the wrong length.
     let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some("blk.1.attn_norm.weight"));
-    w.add_tensor("blk.1.attn_norm.weight", &[128], GgmlType::F32, vec![0u8; 512]).unwrap();
+    w.add_tensor("blk.1.attn_norm.weight", &[128], GgmlType::F32, vec![0u8; 512])
+        .unwrap();
     let e = err_of(&w);
     assert!(e.contains("blk.1.attn_norm.weight") && e.contains("shape"), "{e}");
     // A projection with transposed dims.
     let g = GgufFile::open(&fixture("gguf/bitnet-b158-i2_s.gguf")).unwrap();
     let t = g.tensor("blk.0.ffn_up.weight").unwrap().clone();
     let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some("blk.0.ffn_up.weight"));
-    w.add_tensor(t.name.clone(), &[t.dims[1], t.dims[0]], t.ggml_type, g.tensor_data(&t).to_vec()).unwrap();
+    w.add_tensor(
+        t.name.clone(),
+        &[t.dims[1], t.dims[0]],
+        t.ggml_type,
+        g.tensor_data(&t).to_vec(),
+    )
+    .unwrap();
     let e = err_of(&w);
     assert!(e.contains("blk.0.ffn_up.weight"), "{e}");
     // An embedding stored as a ternary type.
     let n = 256 * 1024;
     let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, Some("token_embd.weight"));
-    w.add_tensor("token_embd.weight", &[256, 1024], GgmlType::I2_S, vec![0u8; n / 4 + 32]).unwrap();
+    w.add_tensor("token_embd.weight", &[256, 1024], GgmlType::I2_S, vec![0u8; n / 4 + 32])
+        .unwrap();
     let e = err_of(&w);
     assert!(e.contains("token_embd.weight") && e.contains("I2_S"), "{e}");
 }
@@ -110,7 +128,10 @@ fn absurd_hyperparameters_are_rejected_before_allocating() {
         ("bitnet-b1.58.feed_forward_length", MetadataValue::U32(0)),
         ("bitnet-b1.58.vocab_size", MetadataValue::U32(u32::MAX)),
         ("bitnet-b1.58.rope.freq_base", MetadataValue::F32(f32::NAN)),
-        ("bitnet-b1.58.attention.layer_norm_rms_epsilon", MetadataValue::String("tiny".into())),
+        (
+            "bitnet-b1.58.attention.layer_norm_rms_epsilon",
+            MetadataValue::String("tiny".into()),
+        ),
         ("general.architecture", MetadataValue::String("llama".into())),
         ("tokenizer.ggml.bos_token_id", MetadataValue::U32(5000)),
     ] {
@@ -196,7 +217,11 @@ fn hostile_hugging_face_folders_fail_cleanly() {
     assert!(hf_err(&d).contains("config.json"));
     std::fs::write(&cfg, good_cfg.replace("\"hidden_size\"", "\"hidden_sizes\"")).unwrap();
     assert!(hf_err(&d).contains("hidden_size"));
-    std::fs::write(&cfg, good_cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": -4")).unwrap();
+    std::fs::write(
+        &cfg,
+        good_cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": -4"),
+    )
+    .unwrap();
     assert!(hf_err(&d).contains("num_attention_heads"));
     let _ = std::fs::remove_dir_all(&d);
 }

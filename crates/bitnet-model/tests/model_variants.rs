@@ -15,7 +15,10 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// Copies a fixture GGUF into a writer, letting `edit` change each tensor (or drop it with None).
-pub fn rewrite(src: &str, mut edit: impl FnMut(&str, Vec<u64>, GgmlType, Vec<u8>) -> Option<(Vec<u64>, GgmlType, Vec<u8>)>) -> GgufWriter {
+pub fn rewrite(
+    src: &str,
+    mut edit: impl FnMut(&str, Vec<u64>, GgmlType, Vec<u8>) -> Option<(Vec<u64>, GgmlType, Vec<u8>)>,
+) -> GgufWriter {
     let g = GgufFile::open(&fixture(src)).expect("fixture");
     let mut w = GgufWriter::new();
     for (k, v) in g.metadata() {
@@ -42,8 +45,22 @@ fn projection_scale_tensors_multiply_the_projection_output() {
     // Scales of 1.0 on every projection change nothing.
     let mut w = rewrite("gguf/llamacpp-tq2_0.gguf", |_, d, t, b| Some((d, t, b)));
     for i in 0..3 {
-        for p in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
-            w.add_tensor(format!("blk.{i}.{p}.scale"), &[1], GgmlType::F32, 1.0f32.to_le_bytes().to_vec()).expect("scale");
+        for p in [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ] {
+            w.add_tensor(
+                format!("blk.{i}.{p}.scale"),
+                &[1],
+                GgmlType::F32,
+                1.0f32.to_le_bytes().to_vec(),
+            )
+            .expect("scale");
         }
     }
     let g = GgufFile::from_bytes(w.to_bytes().expect("bytes"), "ones").expect("parse");
@@ -53,7 +70,8 @@ fn projection_scale_tensors_multiply_the_projection_output() {
 
     // A scale of 2 on v_proj doubles its output.
     let mut w = rewrite("gguf/llamacpp-tq2_0.gguf", |_, d, t, b| Some((d, t, b)));
-    w.add_tensor("blk.0.attn_v.scale", &[1], GgmlType::F32, 2.0f32.to_le_bytes().to_vec()).expect("scale");
+    w.add_tensor("blk.0.attn_v.scale", &[1], GgmlType::F32, 2.0f32.to_le_bytes().to_vec())
+        .expect("scale");
     let g = GgufFile::from_bytes(w.to_bytes().expect("bytes"), "two").expect("parse");
     let (m2, _) = from_gguf(&g, None).expect("load");
     let x: Vec<f32> = (0..256).map(|i| ((i * 7919) % 200) as f32 / 100.0 - 1.0).collect();
@@ -72,11 +90,17 @@ fn sharded_checkpoint_and_rope_parameters_config_load_like_the_single_file() {
     use safetensors::tensor::TensorView;
     let src = fixture("hf-packed");
     let dir = temp_dir("sharded");
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "special_tokens_map.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+    ] {
         std::fs::copy(src.join(f), dir.join(f)).expect("copy");
     }
     // config.json with the newer `rope_parameters` form instead of `rope_theta`.
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
     let theta = cfg["rope_theta"].clone();
     cfg.as_object_mut().unwrap().remove("rope_theta");
     cfg["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": theta});

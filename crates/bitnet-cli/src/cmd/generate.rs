@@ -55,7 +55,9 @@ pub fn run(a: Args) -> Result<()> {
     let prompt = match (&a.prompt, &a.file) {
         (Some(_), Some(_)) => bail!("give either -p or -f, not both"),
         (Some(p), None) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading prompt file {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading prompt file {}", f.display()))?
+        }
         (None, None) => String::new(),
     };
     if !(a.temp.is_finite() && (0.0..=1.0).contains(&a.top_p) && (0.0..=1.0).contains(&a.min_p)) {
@@ -65,16 +67,28 @@ pub fn run(a: Args) -> Result<()> {
     let ids = tok.encode(&prompt, !a.no_bos && tok.add_bos_default())?;
     let ctx = a.ctx_size.unwrap_or(model.cfg.context_length.min(4096)).max(1);
     if ids.len() >= ctx {
-        bail!("the prompt has {} tokens but the context holds {ctx} (raise -c)", ids.len());
+        bail!(
+            "the prompt has {} tokens but the context holds {ctx} (raise -c)",
+            ids.len()
+        );
     }
     let seed = a.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
     });
     eprintln!("seed {seed}, prompt {} tokens, context {ctx}", ids.len());
     let opts = GenerateOptions {
         max_new_tokens: a.n_predict,
         ignore_eos: a.ignore_eos,
-        sampler: SamplerConfig { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, min_p: a.min_p, seed },
+        sampler: SamplerConfig {
+            temperature: a.temp,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            min_p: a.min_p,
+            seed,
+        },
     };
     let mut state = InferenceState::new(&model, ctx);
     let stdout = std::io::stdout();

@@ -37,10 +37,7 @@ pub fn parse_err(bytes: Vec<u8>) -> String {
         Ok(f) => panic!("expected an error, parsed {f:?}"),
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains("bad.gguf"),
-                "message does not name the file: {msg}"
-            );
+            assert!(msg.contains("bad.gguf"), "message does not name the file: {msg}");
             msg
         }
     }
@@ -101,7 +98,7 @@ impl Raw {
     }
     /// Zero padding up to a multiple of `align`.
     pub fn pad(&mut self, align: usize) -> &mut Raw {
-        while self.buf.len() % align != 0 {
+        while !self.buf.len().is_multiple_of(align) {
             self.buf.push(0);
         }
         self

@@ -10,6 +10,10 @@
 //! `r * cols / 4`. [`crate::TernaryMatrix::from_codes`] uses the same blocks with each row padded to
 //! a multiple of 128 (padding codes are 1 = zero), so one set of kernels serves both.
 
+// The tiled drivers and row views below serve the x86 SIMD kernels; other targets (NEON has no
+// kernels yet) only run the scalar paths.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 use crate::error::KernelError;
 
 /// Values per block.

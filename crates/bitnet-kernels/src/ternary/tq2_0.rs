@@ -2,6 +2,10 @@
 //! `qs[64]` then an f16 scale `d`. Value `128h + 32l + m` (`h < 2, l < 4, m < 32`) is bits
 //! `2l..2l+1` of `qs[32h + m]`, as code `c` meaning `(c - 1) * d` (code 3 never written; read as 0).
 
+// The tiled drivers and row views below serve the x86 SIMD kernels; other targets (NEON has no
+// kernels yet) only run the scalar paths.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 use crate::error::KernelError;
 use crate::ternary::i2s::{code_of, CODE_VALUE};
 use half::f16;

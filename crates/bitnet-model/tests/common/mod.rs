@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use bitnet_model::{load, npy, BitNetModel, FfnActivation, InferenceState, LoadOptions, LogitsWanted, Tokenizer};
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-a")
+        .join(rel)
 }
 
 pub fn json(rel: &str) -> serde_json::Value {
@@ -17,11 +19,19 @@ pub fn json(rel: &str) -> serde_json::Value {
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number") as f32)
+        .collect()
 }
 
 /// `[rows, cols]` float32 reference array.
@@ -66,7 +76,12 @@ pub fn argmax(x: &[f32]) -> usize {
 /// Gap between the largest and the second largest value.
 pub fn top_gap(x: &[f32]) -> f32 {
     let a = argmax(x);
-    let second = x.iter().enumerate().filter(|&(i, _)| i != a).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+    let second = x
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != a)
+        .map(|(_, &v)| v)
+        .fold(f32::NEG_INFINITY, f32::max);
     x[a] - second
 }
 
@@ -86,9 +101,15 @@ pub fn agreement(reference: &[f32], ours: &[f32], vocab: usize, gap_threshold: f
     let n = reference.len() / vocab;
     let (mut kls, mut top1, mut bad) = (Vec::new(), 0usize, Vec::new());
     let ref_max = reference.iter().fold(0f32, |a, &b| a.max(b.abs()));
-    let diff_max = reference.iter().zip(ours).fold(0f32, |a, (&r, &o)| a.max((r - o).abs()));
+    let diff_max = reference
+        .iter()
+        .zip(ours)
+        .fold(0f32, |a, (&r, &o)| a.max((r - o).abs()));
     for p in 0..n {
-        let (r, o) = (&reference[p * vocab..(p + 1) * vocab], &ours[p * vocab..(p + 1) * vocab]);
+        let (r, o) = (
+            &reference[p * vocab..(p + 1) * vocab],
+            &ours[p * vocab..(p + 1) * vocab],
+        );
         kls.push(kl(r, o));
         let same = argmax(r) == argmax(o);
         top1 += same as usize;
@@ -108,7 +129,10 @@ pub fn agreement(reference: &[f32], ours: &[f32], vocab: usize, gap_threshold: f
 /// Greedy decoding with the KV cache: the prefix in one forward pass, then one token at a time.
 pub fn greedy(m: &BitNetModel, prefix: &[u32], n: usize) -> Vec<u32> {
     let mut st = InferenceState::new(m, prefix.len() + n + 1);
-    let mut logits = m.forward(prefix, &mut st, LogitsWanted::Last).expect("prefill").to_vec();
+    let mut logits = m
+        .forward(prefix, &mut st, LogitsWanted::Last)
+        .expect("prefill")
+        .to_vec();
     let mut out = Vec::new();
     for _ in 0..n {
         let t = argmax(&logits) as u32;

@@ -2,8 +2,6 @@
 //! the tests run on a plain clone of the repository.
 #![allow(dead_code)]
 
-pub mod gguf_meta;
-
 use std::path::PathBuf;
 
 use bitnet_tokenizer::GgufVocab;
