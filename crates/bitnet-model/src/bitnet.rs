@@ -95,8 +95,21 @@ pub enum LogitsWanted {
 pub struct InferenceState {
     pub cache: KvCache,
     pub pos: usize,
+    ws: Workspace,
+}
+
+/// Activation buffers and logits of a forward call, reused across calls so steady-state decoding does
+/// not allocate. Each [`InferenceState`] has one; batched decoding takes one of its own.
+#[derive(Default, Debug)]
+pub struct Workspace {
     buf: Buffers,
     logits: Vec<f32>,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
 }
 
 #[derive(Default, Debug)]
@@ -116,14 +129,13 @@ struct Buffers {
 }
 
 impl InferenceState {
-    /// Position `pos` is the number of tokens already in the cache.
+    /// A fresh sequence whose cache holds `ctx` positions.
     pub fn new(model: &BitNetModel, ctx: usize) -> Self {
         let c = &model.cfg;
         InferenceState {
             cache: KvCache::new(c.num_layers, c.kv_dim(), ctx),
             pos: 0,
-            buf: Buffers::default(),
-            logits: Vec::new(),
+            ws: Workspace::default(),
         }
     }
 
@@ -135,6 +147,23 @@ impl InferenceState {
     /// Drops positions `n..` so that generation continues from position `n`.
     pub fn truncate(&mut self, n: usize) {
         self.pos = self.pos.min(n);
+    }
+}
+
+/// Which sequences the tokens of one forward call belong to.
+enum Seqs<'a, 'b> {
+    /// All tokens continue one sequence, at consecutive positions from `pos`.
+    One { cache: &'a mut KvCache, pos: usize },
+    /// Token `i` continues sequence `i` (batched decoding).
+    Many(&'a mut [&'b mut InferenceState]),
+}
+
+impl Seqs<'_, '_> {
+    fn pos_of(&self, t: usize) -> usize {
+        match self {
+            Seqs::One { pos, .. } => pos + t,
+            Seqs::Many(s) => s[t].pos,
+        }
     }
 }
 
@@ -154,36 +183,78 @@ impl BitNetModel {
         state: &'s mut InferenceState,
         wanted: LogitsWanted,
     ) -> Result<&'s [f32]> {
-        let c = &self.cfg;
         let n = tokens.len();
+        let pos = state.pos;
         if n == 0 {
             bail!("no tokens to evaluate");
         }
-        let pos0 = state.pos;
-        if pos0 + n > state.cache.capacity() {
+        if pos + n > state.cache.capacity() {
             bail!(
-                "context is full: {} tokens in the cache + {} new > context size {} (raise -c/--ctx-size)",
-                pos0,
-                n,
+                "context is full: {pos} tokens in the cache + {n} new > context size {} (raise -c/--ctx-size)",
                 state.cache.capacity()
             );
         }
+        let InferenceState { cache, ws, .. } = state;
+        self.run(tokens, Seqs::One { cache, pos }, ws, wanted)?;
+        state.pos = pos + n;
+        Ok(&state.ws.logits[..self.logits_len(n, wanted)])
+    }
+
+    /// One decoding step for several independent sequences at once: `tokens[i]` is appended to
+    /// `states[i]` (each at its own position). The ternary weights are read once for the whole batch.
+    /// Returns the logits `[n, vocab]`, row `i` for sequence `i`.
+    pub fn forward_batch<'w>(
+        &self,
+        tokens: &[u32],
+        states: &mut [&mut InferenceState],
+        ws: &'w mut Workspace,
+    ) -> Result<&'w [f32]> {
+        let n = tokens.len();
+        if n == 0 || n != states.len() {
+            bail!("forward_batch: {n} tokens for {} sequences", states.len());
+        }
+        for (i, s) in states.iter().enumerate() {
+            if s.pos >= s.cache.capacity() {
+                bail!("sequence {i}: context is full ({} tokens)", s.cache.capacity());
+            }
+        }
+        self.run(tokens, Seqs::Many(states), ws, LogitsWanted::All)?;
+        for s in states.iter_mut() {
+            s.pos += 1;
+        }
+        Ok(&ws.logits[..self.logits_len(n, LogitsWanted::All)])
+    }
+
+    fn logits_len(&self, n: usize, wanted: LogitsWanted) -> usize {
+        self.head.rows()
+            * match wanted {
+                LogitsWanted::None => 0,
+                LogitsWanted::Last => 1,
+                LogitsWanted::All => n,
+            }
+    }
+
+    /// The forward pass proper. Positions come from `seqs`; K/V are appended to the caches.
+    fn run(&self, tokens: &[u32], mut seqs: Seqs<'_, '_>, ws: &mut Workspace, wanted: LogitsWanted) -> Result<()> {
+        let c = &self.cfg;
+        let n = tokens.len();
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
             bail!("token id {bad} is out of range (vocabulary size {})", c.vocab_size);
         }
         let (h, qd, kvd, ffn) = (c.hidden_size, c.num_heads * c.head_dim, c.kv_dim(), c.intermediate_size);
-        let b = &mut state.buf;
+        let b = &mut ws.buf;
         let x = grow(&mut b.x, n * h);
         for (t, &id) in tokens.iter().enumerate() {
             self.embed.dequantize_row(id as usize, &mut x[t * h..(t + 1) * h]);
         }
-        // RoPE angles for the new positions, shared by all layers.
+        // RoPE angles of each token's position, shared by all layers.
         let half = self.rope.half();
         grow(&mut b.cos, n * half);
         grow(&mut b.sin, n * half);
         for t in 0..n {
+            let p = seqs.pos_of(t);
             self.rope.angles(
-                pos0 + t,
+                p,
                 &mut b.cos[t * half..(t + 1) * half],
                 &mut b.sin[t * half..(t + 1) * half],
             );
@@ -212,10 +283,31 @@ impl BitNetModel {
                     ops::rope_head(hk, cs, sn);
                 }
             }
-            state.cache.store(li, pos0, &b.k[..n * kvd], &b.v[..n * kvd]);
-            let (kc, vc) = state.cache.layer(li, pos0 + n);
             let attn = grow(&mut b.attn, n * qd);
-            ops::attention(&b.q[..n * qd], kc, vc, pos0, n, shape, attn);
+            match &mut seqs {
+                Seqs::One { cache, pos } => {
+                    cache.store(li, *pos, &b.k[..n * kvd], &b.v[..n * kvd]);
+                    let (kc, vc) = cache.layer(li, *pos + n);
+                    ops::attention(&b.q[..n * qd], kc, vc, *pos, n, shape, attn);
+                }
+                Seqs::Many(states) => {
+                    for (t, s) in states.iter_mut().enumerate() {
+                        let p = s.pos;
+                        s.cache
+                            .store(li, p, &b.k[t * kvd..(t + 1) * kvd], &b.v[t * kvd..(t + 1) * kvd]);
+                        let (kc, vc) = s.cache.layer(li, p + 1);
+                        ops::attention(
+                            &b.q[t * qd..(t + 1) * qd],
+                            kc,
+                            vc,
+                            p,
+                            1,
+                            shape,
+                            &mut attn[t * qd..(t + 1) * qd],
+                        );
+                    }
+                }
+            }
             ops::rmsnorm_rows(&b.attn[..n * qd], &l.attn_sub_norm, c.rms_eps, &mut b.xn[..n * qd]);
             let proj = grow(&mut b.proj, n * h);
             l.wo.forward(&b.xn, n, &mut b.quant, proj);
@@ -238,9 +330,8 @@ impl BitNetModel {
                 *xi += pi;
             }
         }
-        state.pos = pos0 + n;
         let first = match wanted {
-            LogitsWanted::None => return Ok(&state.logits[..0]),
+            LogitsWanted::None => return Ok(()),
             LogitsWanted::Last => n - 1,
             LogitsWanted::All => 0,
         };
@@ -248,8 +339,8 @@ impl BitNetModel {
         let xn = grow(&mut b.xn, m * h);
         ops::rmsnorm_rows(&b.x[first * h..n * h], &self.final_norm, c.rms_eps, xn);
         let vocab = self.head.rows();
-        let logits = grow(&mut state.logits, m * vocab);
+        let logits = grow(&mut ws.logits, m * vocab);
         matmul::float(&self.head, &b.xn[..m * h], m, logits, &mut b.quant.tmp);
-        Ok(&state.logits[..m * vocab])
+        Ok(())
     }
 }

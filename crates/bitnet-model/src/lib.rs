@@ -26,7 +26,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, QuantScratch};
+pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, QuantScratch, Workspace};
 pub use bitnet_tokenizer::Tokenizer;
 pub use config::{FfnActivation, ModelConfig};
 
