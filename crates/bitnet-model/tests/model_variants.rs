@@ -129,3 +129,58 @@ fn sharded_checkpoint_and_rope_parameters_config_load_like_the_single_file() {
     assert_eq!(all_logits(&sharded, &ids), all_logits(&single, &ids));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `linear_class: bitlinear` checkpoints store the inverse scale and divide by it; with the scales
+/// inverted accordingly the model must compute the same thing as the `autobitlinear` original.
+#[test]
+fn bitlinear_checkpoints_divide_by_weight_scale() {
+    use safetensors::tensor::TensorView;
+    let src = fixture("hf-packed");
+    let dir = temp_dir("bitlinear");
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+    }
+    let text = std::fs::read_to_string(src.join("config.json")).unwrap();
+    assert!(text.contains("\"autobitlinear\""));
+    std::fs::write(
+        dir.join("config.json"),
+        text.replace("\"autobitlinear\"", "\"bitlinear\""),
+    )
+    .unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut inverted: Vec<(String, Vec<u8>, Vec<usize>, safetensors::Dtype)> = Vec::new();
+    for name in st.names() {
+        let t = st.tensor(name).unwrap();
+        let mut data = t.data().to_vec();
+        if name.ends_with("weight_scale") {
+            assert_eq!(t.dtype(), safetensors::Dtype::F32);
+            let v = f32::from_le_bytes(data[..4].try_into().unwrap());
+            data = (1.0 / v).to_le_bytes().to_vec();
+        }
+        inverted.push((name.to_string(), data, t.shape().to_vec(), t.dtype()));
+    }
+    let views: Vec<(String, TensorView)> = inverted
+        .iter()
+        .map(|(n, d, s, dt)| (n.clone(), TensorView::new(*dt, s.clone(), d).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    let ids = ids(&json("reference/input.json")["ids"]);
+    let (orig, _) = load_fixture("hf-packed", None);
+    let (div, _) = bitnet_model::load(&dir, &Default::default()).expect("bitlinear load");
+    let (a, b) = (all_logits(&orig, &ids), all_logits(&div, &ids));
+    let d = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    // 1/(1/s) differs from s by at most an ulp, which can flip an int8 rounding tie: compare like the
+    // reference tests do.
+    let agree = agreement(&a, &b, orig.cfg.vocab_size, 0.3);
+    assert!(
+        agree.kl_mean < 1e-3 && agree.decisive_mismatches.is_empty(),
+        "max diff {d}: {agree:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
