@@ -25,7 +25,11 @@ fn forward_batch_equals_separate_sequences() {
         let mut ws = Workspace::new();
         for step in 0..6 {
             let want: Vec<Vec<f32>> = (0..prompts.len())
-                .map(|i| m.forward(&[next[i]], &mut solo[i], LogitsWanted::Last).unwrap().to_vec())
+                .map(|i| {
+                    m.forward(&[next[i]], &mut solo[i], LogitsWanted::Last)
+                        .unwrap()
+                        .to_vec()
+                })
                 .collect();
             let mut refs: Vec<&mut InferenceState> = batch.iter_mut().collect();
             let got = m.forward_batch(&next, &mut refs, &mut ws).unwrap().to_vec();
