@@ -7,11 +7,17 @@ use anyhow::{bail, Context, Result};
 use bitnet_model::{BitNetModel, FfnActivation, LoadOptions, Tokenizer};
 use clap::Args;
 
+/// The demo model shipped in the binary (`models/bitnet-demo-i2_s.gguf`, made by `scripts/train-demo.sh`).
+static DEMO_MODEL: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../models/bitnet-demo-i2_s.gguf"
+));
+
 /// `-m`, `--ffn-act`, `-t`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a .gguf file or a Hugging Face folder. Without it, a small random model is synthesized in
-    /// memory (it shows the engine working; its text is gibberish).
+    /// Model: a .gguf file or a Hugging Face folder. Without it, the built-in demo model (a tiny BitNet
+    /// trained on synthetic stories; see README); `synth:tiny` synthesizes a random-weight model.
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
     /// Override the FFN activation the file implies (relu2 for BitNet b1.58 2B-4T, silu for 1bitLLM).
@@ -36,13 +42,18 @@ impl ModelArgs {
         init_threads(self.threads)?;
         let t0 = Instant::now();
         let (model, tok) = match &self.model {
+            Some(p) if p.as_os_str() == "synth:tiny" => {
+                let bytes = bitnet_model::synth::synth_gguf_bytes(bitnet_model::synth::Shape::Tiny, 1)?;
+                let g = bitnet_gguf::GgufFile::from_bytes(bytes, "synth:tiny")?;
+                bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
+            }
             Some(p) => bitnet_model::load(p, &self.load_options())?,
             None => {
                 eprintln!(
-                    "note: no -m given: using a tiny random-weight model synthesized in memory (gibberish output)"
+                    "note: no -m given: using the built-in demo model (a tiny BitNet trained by `bitnet train` on \
+                     synthetic children's stories and Q/A; see README)"
                 );
-                let bytes = bitnet_model::synth::synth_gguf_bytes(bitnet_model::synth::Shape::Tiny, 1)?;
-                let g = bitnet_gguf::GgufFile::from_bytes(bytes, "synth:tiny")?;
+                let g = bitnet_gguf::GgufFile::from_bytes(DEMO_MODEL.to_vec(), "demo:bitnet-demo-i2_s.gguf")?;
                 bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
             }
         };
@@ -55,19 +66,21 @@ impl ModelArgs {
             c.vocab_size,
             c.ffn_act,
             t0.elapsed().as_secs_f64(),
-            rayon::current_num_threads()
+            bitnet_kernels::pool::num_threads()
         );
         Ok((model, tok))
     }
 }
 
-/// Sizes the global worker pool (`-t`).
+/// Sizes the worker pools (`-t`): the kernels' persistent pool that runs the forward pass, and rayon's
+/// global pool (used for one-off work such as loading).
 pub fn init_threads(threads: Option<usize>) -> Result<()> {
     let n = match threads {
         Some(0) => bail!("-t/--threads must be at least 1"),
         Some(n) => n,
         None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     };
+    bitnet_kernels::pool::set_num_threads(n);
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()

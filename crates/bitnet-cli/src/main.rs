@@ -20,24 +20,45 @@ struct Cli {
 enum Command {
     /// Generate text after a prompt, printing tokens as they come.
     Generate(cmd::generate::Args),
+    /// Chat with a model in the terminal (streams answers, keeps the conversation).
+    Chat(cmd::chat::Args),
+    /// Serve an OpenAI-compatible HTTP API (chat and text completions, continuous batching).
+    Serve(cmd::serve::Args),
     /// Write the logits of every position of a token sequence to a NumPy .npy file.
     Logits(cmd::logits::Args),
+    /// Measure prefill, decode, long-context and batched throughput (llama-bench-style table).
+    Bench(cmd::bench::Args),
     /// Print the token ids of a text as a JSON list.
     Tokenize(cmd::tokenize::Args),
     /// Print a model's architecture, hyperparameters, tokenizer and tensors.
     Inspect(cmd::inspect::Args),
     /// Write a random-weight model with the tensor layout of a real one (for demos and benchmarks).
     Synth(cmd::synth::Args),
+    /// Convert a model (HF folder or GGUF) to a GGUF with I2_S, TQ2_0 or TQ1_0 ternary weights.
+    Convert(cmd::convert::Args),
+    /// Perplexity of a text (llama-perplexity's method), with KL divergence against saved logits.
+    Perplexity(cmd::perplexity::Args),
+    /// Ternarization error per tensor and per layer of a model with bf16 master weights.
+    QuantReport(cmd::quant_report::Args),
+    /// Train a small BitNet b1.58 model on CPU (quantization-aware), or write the demo corpus.
+    Train(cmd::train::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Generate(a) => cmd::generate::run(a),
+        Command::Chat(a) => cmd::chat::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Logits(a) => cmd::logits::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::QuantReport(a) => cmd::quant_report::run(a),
+        Command::Train(a) => cmd::train::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -4,9 +4,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use bitnet_model::{BitNetModel, InferenceState, LogitsWanted};
-use bitnet_tokenizer::{StreamDecoder, Tokenizer};
+use bitnet_tokenizer::Tokenizer;
 
-use crate::sampler::{Sampler, SamplerConfig};
+use crate::decoding::Decoding;
+use crate::sampler::SamplerConfig;
 
 /// What to generate.
 #[derive(Clone, Debug)]
@@ -16,6 +17,8 @@ pub struct GenerateOptions {
     /// `--ignore-eos`: keep going past end-of-sequence / end-of-turn tokens.
     pub ignore_eos: bool,
     pub sampler: SamplerConfig,
+    /// Stop strings: generation ends before the first occurrence of any of them (not shown).
+    pub stop: Vec<String>,
 }
 
 /// Why generation ended.
@@ -23,12 +26,24 @@ pub struct GenerateOptions {
 pub enum StopReason {
     /// An end-of-sequence or end-of-turn token (not printed).
     EndOfSequence,
+    /// A stop string (not printed).
+    StopString,
     /// `max_new_tokens` reached.
     Length,
     /// The KV cache is full.
     ContextFull,
-    /// The caller asked to stop.
+    /// The caller asked to stop (or the client went away).
     Cancelled,
+}
+
+impl StopReason {
+    /// OpenAI's `finish_reason`: "stop" for a natural end, "length" for a limit.
+    pub fn openai_name(self) -> &'static str {
+        match self {
+            StopReason::EndOfSequence | StopReason::StopString | StopReason::Cancelled => "stop",
+            StopReason::Length | StopReason::ContextFull => "length",
+        }
+    }
 }
 
 /// Timings and counts of one generation.
@@ -52,7 +67,9 @@ impl GenerationStats {
 }
 
 /// Generates after `prompt`, calling `on_text(id, text)` for each new token with the text it completes
-/// (possibly empty while a UTF-8 character is split across tokens). `on_text` returns false to stop.
+/// (possibly empty while a UTF-8 character is split across tokens or text may begin a stop string;
+/// `id` is `u32::MAX` for text released at the end). `on_text` returns false to stop.
+/// The prompt continues `state` from `state.pos` (so a caller may keep a shared prefix in the cache).
 /// Returns the new token ids (stop token excluded).
 pub fn generate(
     model: &BitNetModel,
@@ -65,38 +82,28 @@ pub fn generate(
     if prompt.is_empty() {
         bail!("the prompt is empty (no tokens and no BOS)");
     }
-    let mut sampler = Sampler::new(opts.sampler.clone());
-    let mut dec = StreamDecoder::new(tok);
+    let mut d = Decoding::new(tok, opts, prompt);
     let t0 = Instant::now();
     let mut logits = model.forward(prompt, state, LogitsWanted::Last)?.to_vec();
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let mut out = Vec::new();
     let mut stop = StopReason::Length;
-    while out.len() < opts.max_new_tokens {
-        let id = sampler.sample(&logits);
-        if !opts.ignore_eos && tok.stop_ids().contains(&id) {
-            stop = StopReason::EndOfSequence;
-            break;
+    while !d.exhausted() {
+        let step = d.step(&logits, state.pos < state.cache.capacity())?;
+        if let Some(id) = step.token {
+            out.push(id);
         }
-        out.push(id);
-        let text = dec.try_push(id)?.unwrap_or_default();
-        if !on_text(id, &text) {
+        if !on_text(step.token.unwrap_or(u32::MAX), &step.text) {
             stop = StopReason::Cancelled;
             break;
         }
-        if out.len() == opts.max_new_tokens {
+        if let Some(r) = step.finished {
+            stop = r;
             break;
         }
-        if state.pos >= state.cache.capacity() {
-            stop = StopReason::ContextFull;
-            break;
-        }
+        let Some(id) = step.token else { break };
         logits.copy_from_slice(model.forward(&[id], state, LogitsWanted::Last)?);
-    }
-    let rest = dec.flush();
-    if !rest.is_empty() {
-        on_text(u32::MAX, &rest);
     }
     let stats = GenerationStats {
         prompt_tokens: prompt.len(),

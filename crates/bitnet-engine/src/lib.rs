@@ -1,8 +1,15 @@
-//! Sampling and generation on top of `bitnet-model`.
+//! Sampling, stopping and generation on top of `bitnet-model`: the llama.cpp sampler chain, stop strings,
+//! the single-sequence generation loop, and the continuous-batching [`scheduler`] the server uses.
 
+pub mod decoding;
 pub mod generate;
 pub mod rng;
 pub mod sampler;
+pub mod scheduler;
+pub mod stop;
 
+pub use decoding::{Decoding, Step};
 pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
 pub use sampler::{argmax, Sampler, SamplerConfig};
+pub use scheduler::{Event, Finished, Job, Scheduler, SchedulerConfig, SchedulerStats, SubmitError};
+pub use stop::StopMatcher;

@@ -15,6 +15,7 @@ mod act_quant;
 mod bytes;
 mod error;
 mod float;
+pub mod pool;
 mod simd;
 mod ternary;
 #[cfg(target_arch = "x86_64")]

@@ -125,6 +125,8 @@ struct Buffers {
     up: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// Attention scores, one row of cache-capacity length per parallel task.
+    scores: Vec<f32>,
     quant: QuantScratch,
 }
 
@@ -288,24 +290,24 @@ impl BitNetModel {
                 Seqs::One { cache, pos } => {
                     cache.store(li, *pos, &b.k[..n * kvd], &b.v[..n * kvd]);
                     let (kc, vc) = cache.layer(li, *pos + n);
-                    ops::attention(&b.q[..n * qd], kc, vc, *pos, n, shape, attn);
+                    let reserve = cache.capacity();
+                    ops::attention_with(&b.q[..n * qd], kc, vc, *pos, n, shape, attn, &mut b.scores, reserve);
                 }
                 Seqs::Many(states) => {
                     for (t, s) in states.iter_mut().enumerate() {
                         let p = s.pos;
                         s.cache
                             .store(li, p, &b.k[t * kvd..(t + 1) * kvd], &b.v[t * kvd..(t + 1) * kvd]);
-                        let (kc, vc) = s.cache.layer(li, p + 1);
-                        ops::attention(
-                            &b.q[t * qd..(t + 1) * qd],
-                            kc,
-                            vc,
-                            p,
-                            1,
-                            shape,
-                            &mut attn[t * qd..(t + 1) * qd],
-                        );
                     }
+                    let states: &[&mut InferenceState] = states;
+                    let max_n = states.iter().map(|s| s.pos + 1).max().unwrap_or(1);
+                    let reserve = states.iter().map(|s| s.cache.capacity()).max().unwrap_or(1);
+                    let kv = |t: usize| {
+                        let n = states[t].pos + 1;
+                        let (kc, vc) = states[t].cache.layer(li, n);
+                        (kc, vc, n)
+                    };
+                    ops::attention_batch(&b.q[..n * qd], n, kv, max_n, shape, attn, &mut b.scores, reserve);
                 }
             }
             ops::rmsnorm_rows(&b.attn[..n * qd], &l.attn_sub_norm, c.rms_eps, &mut b.xn[..n * qd]);

@@ -1,12 +1,12 @@
-//! Splits matrix products over the worker threads: each thread takes a contiguous block of output
-//! rows (weights are read once per block for all tokens), then the blocks are gathered.
+//! Splits matrix products over the worker pool ([`bitnet_kernels::pool`]): each task takes a
+//! contiguous block of output rows (weights are read once per block for all tokens), then the blocks
+//! are gathered. Nothing here allocates once `tmp` has grown to the largest product.
 
-use bitnet_kernels::{FloatMatrix, TernaryMatrix};
-use rayon::prelude::*;
+use bitnet_kernels::{pool, FloatMatrix, TernaryMatrix};
 
 /// Output rows per task: enough tasks for load balance (4 per thread), rows a multiple of 16.
 fn rows_per_task(rows: usize) -> usize {
-    let tasks = rayon::current_num_threads().max(1) * 4;
+    let tasks = pool::num_threads().max(1) * 4;
     rows.div_ceil(tasks).next_multiple_of(16).max(16)
 }
 
@@ -15,15 +15,14 @@ fn rows_per_task(rows: usize) -> usize {
 fn blocked(rows: usize, n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
     let chunk = rows_per_task(rows);
     if n_tok == 1 {
-        y[..rows]
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(ci, yc)| f(ci * chunk, yc.len(), yc));
+        pool::for_each_chunk_mut(&mut y[..rows], chunk, |ci, yc| f(ci * chunk, yc.len(), yc));
         return;
     }
-    tmp.clear();
-    tmp.resize(rows * n_tok, 0.0);
-    tmp.par_chunks_mut(chunk * n_tok).enumerate().for_each(|(ci, yc)| {
+    if tmp.len() < rows * n_tok {
+        tmp.resize(rows * n_tok, 0.0);
+    }
+    let tmp = &mut tmp[..rows * n_tok];
+    pool::for_each_chunk_mut(tmp, chunk * n_tok, |ci, yc| {
         let m = yc.len() / n_tok;
         f(ci * chunk, m, yc)
     });

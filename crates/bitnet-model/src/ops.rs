@@ -1,9 +1,6 @@
 //! The float operations of the forward pass (norms, RoPE, attention), written to follow the reference's
 //! f32 arithmetic order closely. Ternary matrix products live in `bitnet-kernels`.
 
-use rayon::prelude::*;
-use std::cell::RefCell;
-
 /// RMSNorm: `w * (x / sqrt(mean(x^2) + eps))`, with the mean of squares accumulated in f64 and the
 /// rest in f32 like the reference (`x * rsqrt(var + eps)` then `weight *`).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -66,10 +63,6 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Shape of one attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
@@ -78,54 +71,141 @@ pub struct AttnShape {
     pub head_dim: usize,
 }
 
+impl AttnShape {
+    fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+
+    fn group(&self) -> usize {
+        (self.n_heads / self.n_kv_heads.max(1)).max(1)
+    }
+}
+
+/// One query head against the first `n` cached positions of KV head `kvh`:
+/// `o = softmax(K·q / sqrt(d)) · V`, softmax in f32. `sc` is scratch of at least `n` values.
+#[allow(clippy::too_many_arguments)] // a hot inner function; a struct would only rename the same eight values
+fn attend_head(qh: &[f32], k: &[f32], v: &[f32], kvh: usize, n: usize, s: AttnShape, sc: &mut [f32], o: &mut [f32]) {
+    let d = s.head_dim;
+    let kv_dim = s.kv_dim();
+    let scale = 1.0f32 / (d as f32).sqrt();
+    let sc = &mut sc[..n];
+    let mut max = f32::NEG_INFINITY;
+    for (j, sj) in sc.iter_mut().enumerate() {
+        let kj = &k[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
+        let dot: f32 = qh.iter().zip(kj).map(|(a, b)| a * b).sum();
+        *sj = dot * scale;
+        max = max.max(*sj);
+    }
+    let mut sum = 0.0f32;
+    for sj in sc.iter_mut() {
+        *sj = (*sj - max).exp();
+        sum += *sj;
+    }
+    let inv = 1.0 / sum;
+    o.fill(0.0);
+    for (j, &e) in sc.iter().enumerate() {
+        let p = e * inv;
+        let vj = &v[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
+        for (oo, &vv) in o.iter_mut().zip(vj) {
+            *oo += p * vv;
+        }
+    }
+}
+
+/// Runs `head(unit, out_chunk, scores)` for `units` heads of `d` outputs each, on the worker pool
+/// when the work is large enough. Each task gets `max_n` score slots of `scratch`, which grows to
+/// `tasks * reserve_n` (reserve the cache capacity so that decoding does not reallocate it).
+fn run_heads(
+    units: usize,
+    d: usize,
+    max_n: usize,
+    reserve_n: usize,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    head: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) {
+    let parallel = units * max_n * d >= 1 << 16;
+    let tasks = if parallel {
+        units.min(bitnet_kernels::pool::num_threads() * 4)
+    } else {
+        1
+    };
+    let upt = units.div_ceil(tasks);
+    let tasks = units.div_ceil(upt);
+    let need = tasks * max_n.max(1);
+    if scratch.len() < need {
+        scratch.resize(need.max(tasks * reserve_n), 0.0);
+    }
+    bitnet_kernels::pool::for_each_chunk_pair_mut(
+        &mut out[..units * d],
+        upt * d,
+        &mut scratch[..need],
+        max_n.max(1),
+        |ti, oc, sc| {
+            for (j, o) in oc.chunks_mut(d).enumerate() {
+                head(ti * upt + j, o, sc);
+            }
+        },
+    );
+}
+
 /// Causal attention of `n_tok` new queries at positions `pos0..pos0+n_tok` against a cache whose
 /// rows `0..pos0+n_tok` are filled. `q`/`out` are `[n_tok, n_heads*head_dim]`, `k`/`v` are
 /// `[positions, n_kv_heads*head_dim]`. Query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
 /// Scores are scaled by `1/sqrt(head_dim)`, softmax in f32.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], pos0: usize, n_tok: usize, s: AttnShape, out: &mut [f32]) {
+    attention_with(q, k, v, pos0, n_tok, s, out, &mut Vec::new(), 0)
+}
+
+/// [`attention`] with caller-owned score scratch, grown to hold `reserve_n` positions per task.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_with(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    pos0: usize,
+    n_tok: usize,
+    s: AttnShape,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    reserve_n: usize,
+) {
     let d = s.head_dim;
-    let group = s.n_heads / s.n_kv_heads;
-    let kv_dim = s.n_kv_heads * d;
-    let scale = 1.0f32 / (d as f32).sqrt();
-    let work = |(i, o): (usize, &mut [f32])| {
-        let t = i / s.n_heads;
-        let h = i % s.n_heads;
-        let kvh = h / group;
-        let n = pos0 + t + 1;
-        let qh = &q[i * d..(i + 1) * d];
-        SCORES.with(|cell| {
-            let mut sc = cell.borrow_mut();
-            sc.clear();
-            sc.resize(n, 0.0);
-            let mut max = f32::NEG_INFINITY;
-            for (j, sj) in sc.iter_mut().enumerate() {
-                let kj = &k[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
-                let dot: f32 = qh.iter().zip(kj).map(|(a, b)| a * b).sum();
-                *sj = dot * scale;
-                max = max.max(*sj);
-            }
-            let mut sum = 0.0f32;
-            for sj in sc.iter_mut() {
-                *sj = (*sj - max).exp();
-                sum += *sj;
-            }
-            let inv = 1.0 / sum;
-            o.fill(0.0);
-            for (j, &e) in sc.iter().enumerate() {
-                let p = e * inv;
-                let vj = &v[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
-                for (oo, &vv) in o.iter_mut().zip(vj) {
-                    *oo += p * vv;
-                }
-            }
-        });
-    };
-    let out = &mut out[..n_tok * s.n_heads * d];
-    if n_tok * s.n_heads * (pos0 + n_tok) < 4096 {
-        out.chunks_mut(d).enumerate().for_each(work);
-    } else {
-        out.par_chunks_mut(d).enumerate().for_each(work);
-    }
+    let group = s.group();
+    run_heads(
+        n_tok * s.n_heads,
+        d,
+        pos0 + n_tok,
+        reserve_n,
+        out,
+        scratch,
+        |i, o, sc| {
+            let (t, h) = (i / s.n_heads, i % s.n_heads);
+            attend_head(&q[i * d..(i + 1) * d], k, v, h / group, pos0 + t + 1, s, sc, o);
+        },
+    );
+}
+
+/// Attention for one new token of each of several sequences (batched decoding): token `t` attends
+/// to `kv(t) = (k, v, n_positions)`. `q`/`out` are `[n_seqs, n_heads*head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_batch<'a>(
+    q: &[f32],
+    n_seqs: usize,
+    kv: impl Fn(usize) -> (&'a [f32], &'a [f32], usize) + Sync,
+    max_n: usize,
+    s: AttnShape,
+    out: &mut [f32],
+    scratch: &mut Vec<f32>,
+    reserve_n: usize,
+) {
+    let d = s.head_dim;
+    let group = s.group();
+    run_heads(n_seqs * s.n_heads, d, max_n, reserve_n, out, scratch, |i, o, sc| {
+        let (t, h) = (i / s.n_heads, i % s.n_heads);
+        let (k, v, n) = kv(t);
+        attend_head(&q[i * d..(i + 1) * d], k, v, h / group, n, s, sc, o);
+    });
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! ```
 
 mod byte_level;
+pub mod chat_template;
 mod error;
 mod gguf_vocab;
 mod hf;
@@ -40,6 +41,7 @@ mod token_table;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use error::TokenizerError;
 pub use gguf_vocab::GgufVocab;
 pub use pre_tokenizer::{LLAMA3_REGEX, LLAMACPP_DEFAULT_REGEXES};

@@ -9,6 +9,40 @@ use bitnet_model::InferenceState;
 
 use crate::common::ModelArgs;
 
+/// llama.cpp's repetition-penalty flags (shared by `generate` and `chat`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PenaltyArgs {
+    /// Penalize repeated tokens (1.0 = off; llama.cpp's default).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalties look at (0 = off, -1 = the whole context).
+    #[arg(long = "repeat-last-n", default_value_t = 64, allow_negative_numbers = true)]
+    pub repeat_last_n: i64,
+    /// Subtract this from the logit of every token already present (0 = off).
+    #[arg(long = "presence-penalty", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// Subtract this times the count of each token already present (0 = off).
+    #[arg(long = "frequency-penalty", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+}
+
+impl PenaltyArgs {
+    /// Sets the penalty fields of `c`; `ctx` is what `--repeat-last-n -1` means.
+    pub fn apply(&self, c: SamplerConfig, ctx: usize) -> SamplerConfig {
+        SamplerConfig {
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: if self.repeat_last_n < 0 {
+                ctx
+            } else {
+                self.repeat_last_n as usize
+            },
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            ..c
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -40,6 +74,11 @@ pub struct Args {
     /// Min-p sampling (0 = off).
     #[arg(long = "min-p", default_value_t = 0.05)]
     pub min_p: f32,
+    #[command(flatten)]
+    pub penalties: PenaltyArgs,
+    /// Stop when the text contains this string (not printed); repeatable.
+    #[arg(long = "stop", short = 'r', visible_alias = "reverse-prompt")]
+    pub stop: Vec<String>,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long = "ignore-eos")]
     pub ignore_eos: bool,
@@ -60,9 +99,14 @@ pub fn run(a: Args) -> Result<()> {
         }
         (None, None) => String::new(),
     };
-    if !(a.temp.is_finite() && (0.0..=1.0).contains(&a.top_p) && (0.0..=1.0).contains(&a.min_p)) {
-        bail!("--temp must be a number, --top-p and --min-p in [0, 1]");
+    SamplerConfig {
+        temperature: a.temp,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        ..a.penalties.apply(SamplerConfig::default(), usize::MAX)
     }
+    .validate()
+    .map_err(anyhow::Error::msg)?;
     let (model, tok) = a.model.load()?;
     let ids = tok.encode(&prompt, !a.no_bos && tok.add_bos_default())?;
     let ctx = a.ctx_size.unwrap_or(model.cfg.context_length.min(4096)).max(1);
@@ -82,14 +126,17 @@ pub fn run(a: Args) -> Result<()> {
     let opts = GenerateOptions {
         max_new_tokens: a.n_predict,
         ignore_eos: a.ignore_eos,
+        stop: a.stop.clone(),
         sampler: SamplerConfig {
             temperature: a.temp,
             top_k: a.top_k,
             top_p: a.top_p,
             min_p: a.min_p,
             seed,
+            ..a.penalties.apply(SamplerConfig::default(), ctx)
         },
     };
+    opts.sampler.validate().map_err(anyhow::Error::msg)?;
     let mut state = InferenceState::new(&model, ctx);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

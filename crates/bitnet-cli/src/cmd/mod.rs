@@ -1,5 +1,12 @@
+pub mod bench;
+pub mod chat;
+pub mod convert;
 pub mod generate;
 pub mod inspect;
 pub mod logits;
+pub mod perplexity;
+pub mod quant_report;
+pub mod serve;
 pub mod synth;
 pub mod tokenize;
+pub mod train;

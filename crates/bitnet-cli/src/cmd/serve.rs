@@ -1,0 +1,78 @@
+//! `bitnet serve`: the OpenAI-compatible HTTP server (see the `bitnet-server` crate for the routes).
+
+use anyhow::{bail, Result};
+
+use crate::common::ModelArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).
+    #[arg(long = "host", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long = "port", default_value_t = 8080)]
+    pub port: u16,
+    /// Context size of each slot (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Requests decoded together in one batch (slots).
+    #[arg(long = "parallel", visible_alias = "np", default_value_t = 8)]
+    pub parallel: usize,
+    /// Requests that may wait for a free slot; beyond that the server answers 429 at once.
+    #[arg(long = "queue", default_value_t = 64)]
+    pub queue: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health (default: the BITNET_API_KEY
+    /// environment variable, so the key need not appear in the process list).
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// The model name clients use (default: the model file's name).
+    #[arg(short = 'a', long = "alias")]
+    pub alias: Option<String>,
+    /// Chat template: a built-in name (bitnet, llama3, chatml) or a file holding a Jinja template.
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long = "max-body-bytes", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    if a.ctx_size == Some(0) {
+        bail!("--ctx-size must be at least 1");
+    }
+    let name = a.alias.clone().unwrap_or_else(|| match &a.model.model {
+        Some(p) => p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| !s.is_empty())
+            .or_else(|| p.file_name().and_then(|s| s.to_str()))
+            .unwrap_or("bitnet")
+            .to_string(),
+        None => "bitnet-demo".to_string(),
+    });
+    let cfg = bitnet_server::ServerConfig {
+        model_name: name,
+        api_key: a
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("BITNET_API_KEY").ok())
+            .filter(|k| !k.is_empty()),
+        slots: a.parallel,
+        queue: a.queue,
+        ctx: a.ctx_size,
+        max_body_bytes: a.max_body_bytes,
+        chat_template: a.chat_template.clone(),
+    };
+    let model = a.model.clone();
+    let host = if a.host.contains(':') && !a.host.starts_with('[') {
+        format!("[{}]", a.host)
+    } else {
+        a.host.clone()
+    };
+    bitnet_server::run_blocking(&format!("{host}:{}", a.port), cfg, Box::new(move || model.load()))
+}

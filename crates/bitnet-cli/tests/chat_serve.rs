@@ -1,0 +1,148 @@
+//! `bitnet chat` fed from a pipe and `bitnet serve` talked to over HTTP, both checked against
+//! `bitnet generate --temp 0` on the fixture model.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn model() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/tiny-a/gguf/bitnet-b158-i2_s.gguf")
+        .display()
+        .to_string()
+}
+
+/// `bitnet generate --temp 0 --no-display-prompt`: the continuation alone.
+fn generate(prompt: &str, n: usize, extra: &[&str]) -> String {
+    let (n, m) = (n.to_string(), model());
+    let mut args = vec![
+        "generate",
+        "-m",
+        &m,
+        "-p",
+        prompt,
+        "--temp",
+        "0",
+        "-n",
+        &n,
+        "--no-display-prompt",
+    ];
+    args.extend_from_slice(extra);
+    let o = Command::new(env!("CARGO_BIN_EXE_bitnet")).args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    out.strip_suffix('\n').unwrap_or(&out).to_string()
+}
+
+#[test]
+fn chat_from_a_pipe_keeps_the_conversation_and_obeys_commands() {
+    // The turn "hello" rendered by the fixture's template is exactly this prompt (BOS from the template).
+    let a = generate("<|begin_of_text|>User: hello<|eot_id|>Assistant: ", 12, &["--no-bos"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["chat", "-m", &model(), "--temp", "0", "-n", "12"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n/regen\n/clear\nhello\n/system Be brief.\nsecond \\\nline\n/bogus\n/exit\nnever sent\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    let three = format!("{a}\n{a}\n{a}\n");
+    assert!(out.starts_with(&three), "chat answers {out:?} vs generate {a:?}");
+    assert!(out.len() > three.len(), "the fourth turn was answered: {out:?}");
+    assert_eq!(err.matches("tokens/s").count(), 4, "{err}");
+    assert!(err.contains("unknown command /bogus"), "{err}");
+    assert!(
+        err.contains("[conversation cleared]") && err.contains("[system prompt set]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bitnetcpp_template_is_replaced_in_chat() {
+    let m = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a/gguf/bitnetcpp-i2_s.gguf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("BITNETAssistant") && err.contains("bitnet (built-in)"),
+        "{err}"
+    );
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn serve_greedy_equals_generate_and_sigterm_exits_cleanly() {
+    let prompt = "The café in Zürich opened at";
+    let want = generate(prompt, 16, &[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["serve", "-m", &model(), "--port", "0", "--alias", "tiny"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut addr = None;
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        if let Some(a) = l.strip_prefix("listening on http://") {
+            addr = Some(a.to_string());
+        }
+        if l.starts_with("model loaded") {
+            break;
+        }
+    }
+    let addr = addr.expect("the server printed its address");
+    let (s, body) = http(&addr, "GET", "/health", "");
+    assert_eq!(s, 200, "{body}");
+    let req = serde_json::json!({"model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 0});
+    let (s, body) = http(&addr, "POST", "/v1/completions", &req.to_string());
+    assert_eq!(s, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), want);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
+}

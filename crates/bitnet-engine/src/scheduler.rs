@@ -1,0 +1,464 @@
+//! Continuous batching: one thread owns the model's decoding and advances every active sequence together
+//! with [`BitNetModel::forward_batch`] (the ternary weights are read once per step for the whole batch).
+//! A request joins the batch between two steps (after its prompt is prefilled) and leaves it as soon as it
+//! finishes, so short and long requests share the machine without waiting for each other.
+//!
+//! Bounded on purpose: at most `slots` sequences decode at once and at most `queue` requests wait; a
+//! submission beyond that fails at once ([`SubmitError::QueueFull`]) so the server can answer 429 instead
+//! of hanging. Each [`Job`] carries its own event channel; when the receiver is dropped (the client went
+//! away) the sequence is cancelled at the next step and its slot is free for the next request.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bitnet_model::{BitNetModel, InferenceState, LogitsWanted, Tokenizer, Workspace};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::decoding::Decoding;
+use crate::generate::{GenerateOptions, StopReason};
+
+/// Sizes of the scheduler.
+#[derive(Clone, Copy, Debug)]
+pub struct SchedulerConfig {
+    /// Sequences decoded together at most (each has its own KV cache of `ctx` positions).
+    pub slots: usize,
+    /// Requests allowed to wait for a slot; more are refused.
+    pub queue: usize,
+    /// Context size (KV cache positions) of each slot: prompt + generated tokens must fit.
+    pub ctx: usize,
+}
+
+/// One generation request, with the channel its results go to.
+pub struct Job {
+    pub prompt: Vec<u32>,
+    pub opts: GenerateOptions,
+    pub events: UnboundedSender<Event>,
+}
+
+/// What a job's channel receives: text pieces, then exactly one `Done` or `Error`.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// New text (never empty). Stop tokens and stop strings are never sent.
+    Text(String),
+    Done(Finished),
+    Error(String),
+}
+
+/// How a request ended, with its counts and timings.
+#[derive(Clone, Copy, Debug)]
+pub struct Finished {
+    pub reason: StopReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Submission to first generated token (queueing + prefill).
+    pub ttft_secs: f64,
+    /// Submission to the end.
+    pub total_secs: f64,
+}
+
+/// Why a job was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// Every slot is busy and `queue` requests already wait.
+    QueueFull { slots: usize, queue: usize },
+    /// The scheduler is shutting down.
+    ShuttingDown,
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::QueueFull { slots, queue } => write!(
+                f,
+                "the server is busy: all {slots} slots are generating and {queue} requests are already queued"
+            ),
+            SubmitError::ShuttingDown => write!(f, "the server is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for SubmitError {}
+
+/// Counters for `/metrics` (monotonic totals and current gauges).
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    pub queued: AtomicUsize,
+    pub active: AtomicUsize,
+    pub prompt_tokens_total: AtomicU64,
+    pub generated_tokens_total: AtomicU64,
+    pub completed_total: AtomicU64,
+    pub cancelled_total: AtomicU64,
+    pub errors_total: AtomicU64,
+    /// Batched decode steps run, and the sum of their batch sizes (mean batch = ratio).
+    pub decode_steps_total: AtomicU64,
+    pub decode_batch_tokens_total: AtomicU64,
+    /// Time spent in the model (prefill + decode), in microseconds.
+    pub busy_micros_total: AtomicU64,
+    /// Recent decode throughput in tokens/s (exponential moving average, f64 bits).
+    decode_tps_bits: AtomicU64,
+}
+
+impl SchedulerStats {
+    /// Recent aggregate decode throughput, tokens per second.
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        f64::from_bits(self.decode_tps_bits.load(Ordering::Relaxed))
+    }
+
+    fn record_step(&self, tokens: usize, secs: f64) {
+        let now = tokens as f64 / secs.max(1e-9);
+        let old = self.decode_tokens_per_second();
+        let v = if old == 0.0 { now } else { 0.9 * old + 0.1 * now };
+        self.decode_tps_bits.store(v.to_bits(), Ordering::Relaxed);
+    }
+}
+
+struct Queue {
+    jobs: VecDeque<(Job, Instant)>,
+    closed: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stats: SchedulerStats,
+    free_slots: AtomicUsize,
+    cfg: SchedulerConfig,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock cannot leave the queue inconsistent (push/pop only).
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The batch scheduler: a decoding thread plus a bounded queue in front of it.
+pub struct Scheduler {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Scheduler {
+    /// Starts the decoding thread. `slots` and `ctx` are at least 1.
+    pub fn start(model: Arc<BitNetModel>, tok: Arc<Tokenizer>, cfg: SchedulerConfig) -> Scheduler {
+        let cfg = SchedulerConfig {
+            slots: cfg.slots.max(1),
+            queue: cfg.queue,
+            ctx: cfg.ctx.max(1),
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            stats: SchedulerStats::default(),
+            free_slots: AtomicUsize::new(cfg.slots),
+            cfg,
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("bitnet-scheduler".into())
+            .spawn(move || Worker::new(model, tok, s).run())
+            .ok();
+        if thread.is_none() {
+            shared.lock().closed = true;
+        }
+        Scheduler {
+            shared,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    pub fn config(&self) -> SchedulerConfig {
+        self.shared.cfg
+    }
+
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.shared.stats
+    }
+
+    /// Queues a job, or refuses it at once when the queue is full or the scheduler is closing.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        let mut q = self.shared.lock();
+        if q.closed {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let cfg = self.shared.cfg;
+        let room = cfg.queue + self.shared.free_slots.load(Ordering::Acquire);
+        if q.jobs.len() >= room {
+            return Err(SubmitError::QueueFull {
+                slots: cfg.slots,
+                queue: cfg.queue,
+            });
+        }
+        q.jobs.push_back((job, Instant::now()));
+        self.shared.stats.queued.store(q.jobs.len(), Ordering::Relaxed);
+        drop(q);
+        self.shared.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stops taking jobs; those queued or running finish. Returns once the decoding thread has ended.
+    pub fn shutdown(&self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A sequence in a slot.
+struct Active {
+    job: Job,
+    submitted: Instant,
+    ttft_secs: f64,
+    decoding: Decoding,
+    /// The token to feed at the next step.
+    next: u32,
+}
+
+struct Worker {
+    model: Arc<BitNetModel>,
+    tok: Arc<Tokenizer>,
+    shared: Arc<Shared>,
+    states: Vec<Option<InferenceState>>,
+    active: Vec<Option<Active>>,
+    ws: Workspace,
+}
+
+impl Worker {
+    fn new(model: Arc<BitNetModel>, tok: Arc<Tokenizer>, shared: Arc<Shared>) -> Self {
+        let n = shared.cfg.slots;
+        Worker {
+            model,
+            tok,
+            shared,
+            states: (0..n).map(|_| None).collect(),
+            active: (0..n).map(|_| None).collect(),
+            ws: Workspace::new(),
+        }
+    }
+
+    fn stats(&self) -> &SchedulerStats {
+        &self.shared.stats
+    }
+
+    fn n_active(&self) -> usize {
+        self.active.iter().filter(|a| a.is_some()).count()
+    }
+
+    fn run(mut self) {
+        loop {
+            let new_jobs = {
+                let mut q = self.shared.lock();
+                while self.n_active() == 0 && q.jobs.is_empty() && !q.closed {
+                    q = self.shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                if q.closed && q.jobs.is_empty() && self.n_active() == 0 {
+                    break;
+                }
+                let free = self.shared.cfg.slots - self.n_active();
+                let take = free.min(q.jobs.len());
+                let jobs: Vec<(Job, Instant)> = q.jobs.drain(..take).collect();
+                self.stats().queued.store(q.jobs.len(), Ordering::Relaxed);
+                // Reserve the slots now so that `submit` does not count them as free room.
+                self.shared.free_slots.fetch_sub(take, Ordering::AcqRel);
+                jobs
+            };
+            for (job, submitted) in new_jobs {
+                self.admit(job, submitted);
+            }
+            self.decode_step();
+            self.publish_occupancy();
+        }
+    }
+
+    fn publish_occupancy(&self) {
+        let n = self.n_active();
+        self.stats().active.store(n, Ordering::Relaxed);
+        self.shared
+            .free_slots
+            .store(self.shared.cfg.slots - n, Ordering::Release);
+    }
+
+    /// Prefills a new job's prompt into a free slot and emits its first token.
+    fn admit(&mut self, job: Job, submitted: Instant) {
+        let Some(slot) = self.active.iter().position(|a| a.is_none()) else {
+            // Cannot happen (jobs are taken only for free slots); refuse rather than lose the job.
+            let _ = job.events.send(Event::Error("no free slot".into()));
+            return;
+        };
+        if job.events.is_closed() {
+            self.stats().cancelled_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let ctx = self.shared.cfg.ctx;
+        if job.prompt.is_empty() || job.prompt.len() >= ctx {
+            self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
+            let _ = job.events.send(Event::Error(format!(
+                "the prompt has {} tokens; it must have at least 1 and fewer than the context size {ctx}",
+                job.prompt.len()
+            )));
+            return;
+        }
+        let model = Arc::clone(&self.model);
+        let state = self.states[slot].get_or_insert_with(|| InferenceState::new(&model, ctx));
+        state.reset();
+        let t0 = Instant::now();
+        let logits = model
+            .forward(&job.prompt, state, LogitsWanted::Last)
+            .map(|l| l.to_vec());
+        let st = &self.shared.stats;
+        st.busy_micros_total
+            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                st.errors_total.fetch_add(1, Ordering::Relaxed);
+                let _ = job.events.send(Event::Error(format!("{e:#}")));
+                return;
+            }
+        };
+        st.prompt_tokens_total
+            .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
+        // After the prompt the cache holds prompt.len() < ctx positions: the first token always fits.
+        let mut decoding = Decoding::new(&self.tok, &job.opts, &job.prompt);
+        let step = if decoding.exhausted() {
+            Ok(crate::decoding::Step {
+                token: None,
+                text: String::new(),
+                finished: Some(StopReason::Length),
+            })
+        } else {
+            decoding.step(&logits, true)
+        };
+        let a = Active {
+            ttft_secs: submitted.elapsed().as_secs_f64(),
+            job,
+            submitted,
+            decoding,
+            next: 0,
+        };
+        self.active[slot] = Some(a);
+        self.apply_step(slot, step);
+    }
+
+    /// One batched decode step over every active sequence.
+    fn decode_step(&mut self) {
+        // Drop sequences whose client went away before spending compute on them.
+        for slot in 0..self.active.len() {
+            if self.active[slot].as_ref().is_some_and(|a| a.job.events.is_closed()) {
+                self.finish(slot, StopReason::Cancelled);
+            }
+        }
+        let slots: Vec<usize> = (0..self.active.len()).filter(|&i| self.active[i].is_some()).collect();
+        if slots.is_empty() {
+            return;
+        }
+        let tokens: Vec<u32> = slots
+            .iter()
+            .filter_map(|&i| self.active[i].as_ref().map(|a| a.next))
+            .collect();
+        let t0 = Instant::now();
+        let logits = {
+            let mut refs: Vec<&mut InferenceState> = self
+                .states
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| slots.contains(i))
+                .filter_map(|(_, s)| s.as_mut())
+                .collect();
+            if refs.len() != slots.len() {
+                Err(anyhow::anyhow!("internal error: an active slot has no state"))
+            } else {
+                self.model
+                    .forward_batch(&tokens, &mut refs, &mut self.ws)
+                    .map(|l| l.to_vec())
+            }
+        };
+        let secs = t0.elapsed().as_secs_f64();
+        let st = self.stats();
+        st.busy_micros_total.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
+        st.decode_steps_total.fetch_add(1, Ordering::Relaxed);
+        st.decode_batch_tokens_total
+            .fetch_add(slots.len() as u64, Ordering::Relaxed);
+        st.record_step(slots.len(), secs);
+        let logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for &slot in &slots {
+                    if let Some(a) = self.active[slot].take() {
+                        self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
+                        let _ = a.job.events.send(Event::Error(msg.clone()));
+                    }
+                }
+                return;
+            }
+        };
+        let vocab = logits.len() / slots.len();
+        for (row, &slot) in slots.iter().enumerate() {
+            let context_left = self.states[slot].as_ref().is_some_and(|s| s.pos < s.cache.capacity());
+            let Some(a) = self.active[slot].as_mut() else { continue };
+            let step = a.decoding.step(&logits[row * vocab..(row + 1) * vocab], context_left);
+            self.apply_step(slot, step);
+        }
+    }
+
+    /// Sends a step's text and either schedules its token or ends the sequence.
+    fn apply_step(&mut self, slot: usize, step: anyhow::Result<crate::decoding::Step>) {
+        let Some(a) = self.active[slot].as_mut() else { return };
+        let step = match step {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.stats.errors_total.fetch_add(1, Ordering::Relaxed);
+                let _ = a.job.events.send(Event::Error(format!("{e:#}")));
+                self.active[slot] = None;
+                return;
+            }
+        };
+        if step.token.is_some() {
+            self.shared.stats.generated_tokens_total.fetch_add(1, Ordering::Relaxed);
+        }
+        if !step.text.is_empty() && a.job.events.send(Event::Text(step.text)).is_err() {
+            self.finish(slot, StopReason::Cancelled);
+            return;
+        }
+        match (step.finished, step.token) {
+            (Some(r), _) => self.finish(slot, r),
+            (None, Some(t)) => a.next = t,
+            (None, None) => self.finish(slot, StopReason::EndOfSequence),
+        }
+    }
+
+    fn finish(&mut self, slot: usize, reason: StopReason) {
+        let Some(a) = self.active[slot].take() else { return };
+        let st = &self.shared.stats;
+        if reason == StopReason::Cancelled {
+            st.cancelled_total.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // Held-back text was already released by the step that finished (and must not be after a stop
+        // string).
+        st.completed_total.fetch_add(1, Ordering::Relaxed);
+        let _ = a.job.events.send(Event::Done(Finished {
+            reason,
+            prompt_tokens: a.job.prompt.len(),
+            completion_tokens: a.decoding.generated(),
+            ttft_secs: a.ttft_secs,
+            total_secs: a.submitted.elapsed().as_secs_f64(),
+        }));
+    }
+}

@@ -1,0 +1,204 @@
+//! Load benchmark for `bitnet serve`: starts the server in-process on a loopback port, then for each
+//! concurrency level runs that many streaming clients at once (each sending `--requests` completions one
+//! after another, `ignore_eos` so every answer has exactly `--max-tokens` tokens) and reports aggregate
+//! generated tokens/s and p50/p95 time to first token.
+//!
+//! ```sh
+//! bitnet synth --shape 2b4t -o /tmp/2b4t.gguf
+//! cargo run --release -p bitnet-server --example load_bench -- -m /tmp/2b4t.gguf
+//! ```
+//! `--url http://HOST:PORT` measures an already running server instead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bitnet_model::LoadOptions;
+use bitnet_server::{serve, ServerConfig};
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(about = "Aggregate tokens/s and time to first token of the server under concurrent streams")]
+struct Args {
+    /// Model to serve in-process (.gguf or Hugging Face folder).
+    #[arg(short = 'm', long = "model")]
+    model: Option<PathBuf>,
+    /// Measure this running server instead (e.g. http://127.0.0.1:8080).
+    #[arg(long = "url")]
+    url: Option<String>,
+    /// Concurrency levels, comma separated.
+    #[arg(long = "concurrency", default_value = "1,4,8", value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Requests each client sends, one after another.
+    #[arg(long = "requests", default_value_t = 2)]
+    requests: usize,
+    /// Tokens generated per request.
+    #[arg(short = 'n', long = "max-tokens", default_value_t = 32)]
+    max_tokens: usize,
+    /// Worker threads of the in-process server (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Context per slot of the in-process server.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    ctx: usize,
+}
+
+const PROMPT: &str = "Write a short story about a lighthouse keeper who finds a message in a bottle. \
+The story should be calm, a little sad, and end with hope.";
+
+struct Sample {
+    ttft: Duration,
+    tokens: usize,
+}
+
+async fn one_request(client: &reqwest::Client, base: &str, max_tokens: usize) -> Result<Sample> {
+    let body = json!({"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true,
+                      "stream": true, "stream_options": {"include_usage": true}});
+    let t0 = Instant::now();
+    let mut r = client.post(format!("{base}/v1/completions")).json(&body).send().await?;
+    if r.status() != 200 {
+        bail!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+    }
+    let mut ttft = None;
+    let mut buf = String::new();
+    let mut tokens = 0;
+    while let Some(chunk) = r.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let ev: String = buf.drain(..end + 2).collect();
+            let Some(data) = ev.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            if data == "[DONE]" {
+                continue;
+            }
+            let v: Value = serde_json::from_str(data).context("bad SSE chunk")?;
+            if ttft.is_none() && v["choices"][0]["text"].as_str().is_some_and(|t| !t.is_empty()) {
+                ttft = Some(t0.elapsed());
+            }
+            if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
+                tokens = n as usize;
+            }
+        }
+    }
+    Ok(Sample {
+        ttft: ttft.unwrap_or_else(|| t0.elapsed()),
+        tokens,
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn wait_healthy(client: &reqwest::Client, base: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await {
+            if r.status() == 200 {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the server at {base} did not become healthy");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let a = Args::parse();
+    let max_c = a.concurrency.iter().copied().max().unwrap_or(1).max(1);
+    let mut stop = None;
+    let base = match (&a.url, &a.model) {
+        (Some(u), _) => u.trim_end_matches('/').to_string(),
+        (None, Some(m)) => {
+            if let Some(t) = a.threads {
+                rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let base = format!("http://{}", listener.local_addr()?);
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let cfg = ServerConfig {
+                model_name: "bench".into(),
+                slots: max_c,
+                queue: 4 * max_c,
+                ctx: Some(a.ctx),
+                ..Default::default()
+            };
+            let m = m.clone();
+            let task = tokio::spawn(serve(
+                listener,
+                cfg,
+                Box::new(move || bitnet_model::load(&m, &LoadOptions::default())),
+                async {
+                    let _ = rx.await;
+                },
+            ));
+            stop = Some((tx, task));
+            base
+        }
+        (None, None) => bail!("give -m MODEL (served in-process) or --url URL"),
+    };
+    let client = reqwest::Client::new();
+    let t_load = Instant::now();
+    wait_healthy(&client, &base).await?;
+    eprintln!("server ready at {base} ({:.1} s)", t_load.elapsed().as_secs_f64());
+    // Warm-up: page in the weights, size the buffers.
+    one_request(&client, &base, 4).await?;
+
+    println!(
+        "| streams | requests | tokens | wall s | aggregate tok/s | per-stream tok/s | TTFT p50 ms | TTFT p95 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut single = None;
+    for &c in &a.concurrency {
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        let client = Arc::new(client.clone());
+        for _ in 0..c {
+            let (client, base, n, reqs) = (Arc::clone(&client), base.clone(), a.max_tokens, a.requests);
+            tasks.push(tokio::spawn(async move {
+                let mut v = Vec::new();
+                for _ in 0..reqs {
+                    v.push(one_request(&client, &base, n).await?);
+                }
+                Ok::<_, anyhow::Error>(v)
+            }));
+        }
+        let mut samples = Vec::new();
+        for t in tasks {
+            samples.extend(t.await??);
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let tokens: usize = samples.iter().map(|s| s.tokens).sum();
+        let mut ttft: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
+        ttft.sort_by(f64::total_cmp);
+        let agg = tokens as f64 / wall;
+        if c == 1 {
+            single = Some(agg);
+        }
+        println!(
+            "| {c} | {} | {tokens} | {wall:.2} | {agg:.1} | {:.1} | {:.0} | {:.0} |",
+            samples.len(),
+            agg / c as f64,
+            percentile(&ttft, 0.5),
+            percentile(&ttft, 0.95)
+        );
+    }
+    if let Some(s) = single {
+        eprintln!("(aggregate tok/s relative to 1 stream: divide by {s:.1})");
+    }
+    if let Some((tx, task)) = stop {
+        let _ = tx.send(());
+        task.await??;
+    }
+    Ok(())
+}

@@ -1,0 +1,380 @@
+//! Chat templates: turning a conversation into the prompt text a model was trained on.
+//!
+//! Templates are Jinja (as in Hugging Face `tokenizer_config.json` and GGUF `tokenizer.chat_template`) and
+//! are rendered with `minijinja`, with Python's string/list/dict methods (`.strip()`, `.startswith()`,
+//! `.items()`, ... from `minijinja-contrib`'s pycompat) and `raise_exception(msg)`. A template comes from
+//! a file someone else wrote, so rendering is sandboxed: no file or network access, a bounded number of
+//! instructions (minijinja "fuel", which also ends infinite loops), bounded recursion and bounded output.
+//!
+//! [`ChatTemplate::resolve`] picks the template: an explicit `--chat-template FILE|NAME`, else the model
+//! file's own, unless it is missing or known to be wrong (bitnet.cpp's converter writes a
+//! `Human: ... BITNETAssistant:` template that the 2B-4T model was never trained on), in which case the
+//! built-in BitNet b1.58 2B-4T template is used.
+
+use std::io::Write;
+use std::path::Path;
+
+use minijinja::{Environment, Error as JinjaError, ErrorKind, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use crate::Tokenizer;
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant` (templates may accept others).
+    pub role: String,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// Why a template could not be loaded or rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatTemplateError {
+    #[error("chat template {name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("chat template {name}: rendering failed: {message}")]
+    Render { name: String, message: String },
+    #[error("chat template {name}: the rendered prompt exceeds {limit} bytes")]
+    TooLong { name: String, limit: usize },
+    #[error("chat template file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+/// The BitNet b1.58 2B-4T format: `<|begin_of_text|>System: ...<|eot_id|>User: ...<|eot_id|>Assistant: `,
+/// each message's content trimmed, roles capitalized.
+pub const BITNET_TEMPLATE: &str = "{%- for message in messages -%}\
+{%- if loop.first %}{{ bos_token }}{% endif -%}\
+{{ message.role | capitalize }}: {{ message.content | trim }}<|eot_id|>\
+{%- endfor -%}\
+{%- if add_generation_prompt %}Assistant: {% endif -%}";
+
+/// The Llama-3 instruct format (header tokens around each role).
+pub const LLAMA3_TEMPLATE: &str = "{{ bos_token }}\
+{%- for message in messages -%}\
+<|start_header_id|>{{ message.role }}<|end_header_id|>\n\n{{ message.content | trim }}<|eot_id|>\
+{%- endfor -%}\
+{%- if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif -%}";
+
+/// ChatML (`<|im_start|>role\n...<|im_end|>`).
+pub const CHATML_TEMPLATE: &str = "{%- for message in messages -%}\
+<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n\
+{%- endfor -%}\
+{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif -%}";
+
+/// Names accepted by `--chat-template NAME`.
+pub const BUILTIN_NAMES: &[&str] = &["bitnet", "llama3", "chatml"];
+
+/// Upper bounds on one rendering.
+#[derive(Clone, Copy, Debug)]
+pub struct RenderLimits {
+    /// minijinja instructions (fuel); bounds time.
+    pub fuel: u64,
+    /// Bytes of output.
+    pub max_output_bytes: usize,
+}
+
+impl Default for RenderLimits {
+    fn default() -> Self {
+        RenderLimits {
+            fuel: 2_000_000,
+            max_output_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A parsed chat template ready to render.
+pub struct ChatTemplate {
+    name: String,
+    env: Environment<'static>,
+    limits: RenderLimits,
+}
+
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn raise_exception(msg: String) -> Result<String, JinjaError> {
+    Err(JinjaError::new(
+        ErrorKind::InvalidOperation,
+        format!("raise_exception: {msg}"),
+    ))
+}
+
+/// Whether a template is one known to be wrong for the model that carries it.
+pub fn is_known_bad(source: &str) -> Option<&'static str> {
+    if source.contains("BITNETAssistant") {
+        return Some(
+            "bitnet.cpp's converter template ('Human: ... BITNETAssistant:'), which BitNet b1.58 was not trained on",
+        );
+    }
+    None
+}
+
+impl ChatTemplate {
+    /// Parses `source`; `name` appears in errors (a file name, `"bitnet (built-in)"`, ...).
+    pub fn new(name: &str, source: &str) -> Result<Self, ChatTemplateError> {
+        let mut env = Environment::new();
+        env.set_fuel(Some(RenderLimits::default().fuel));
+        env.set_recursion_limit(64);
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| ChatTemplateError::Invalid {
+                name: name.to_string(),
+                message: format!("{e:#}"),
+            })?;
+        Ok(ChatTemplate {
+            name: name.to_string(),
+            env,
+            limits: RenderLimits::default(),
+        })
+    }
+
+    /// A built-in template by name (see [`BUILTIN_NAMES`]).
+    pub fn builtin(name: &str) -> Option<Self> {
+        let src = match name {
+            "bitnet" => BITNET_TEMPLATE,
+            "llama3" => LLAMA3_TEMPLATE,
+            "chatml" => CHATML_TEMPLATE,
+            _ => return None,
+        };
+        ChatTemplate::new(&format!("{name} (built-in)"), src).ok()
+    }
+
+    /// Changes the rendering bounds.
+    pub fn with_limits(mut self, limits: RenderLimits) -> Self {
+        self.env.set_fuel(Some(limits.fuel));
+        self.limits = limits;
+        self
+    }
+
+    /// Where the template came from, e.g. `"model file"`, `"bitnet (built-in)"`, a path.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Chooses the template for a model: `spec` (`--chat-template`: a built-in name or a file holding
+    /// Jinja), else the tokenizer's own, else (missing, unparsable or known to be wrong) the built-in
+    /// BitNet template. Returns the template and, when the file's template was replaced, why.
+    pub fn resolve(spec: Option<&str>, tok: &Tokenizer) -> Result<(Self, Option<String>), ChatTemplateError> {
+        if let Some(spec) = spec {
+            if let Some(t) = ChatTemplate::builtin(spec) {
+                return Ok((t, None));
+            }
+            let path = Path::new(spec);
+            let src = std::fs::read_to_string(path).map_err(|e| ChatTemplateError::File {
+                path: spec.to_string(),
+                message: format!(
+                    "{e} (not a file, and not a built-in name: {})",
+                    BUILTIN_NAMES.join(", ")
+                ),
+            })?;
+            return Ok((ChatTemplate::new(spec, &src)?, None));
+        }
+        let fallback = |why: String| {
+            let t =
+                ChatTemplate::new("bitnet (built-in)", BITNET_TEMPLATE).map_err(|e| ChatTemplateError::Invalid {
+                    name: "bitnet (built-in)".into(),
+                    message: e.to_string(),
+                })?;
+            Ok((t, Some(why)))
+        };
+        match tok.chat_template() {
+            None => fallback("the model has no chat template; using the built-in BitNet b1.58 template".into()),
+            Some(src) => {
+                if let Some(why) = is_known_bad(src) {
+                    return fallback(format!(
+                        "the model's chat template is {why}; using the built-in BitNet b1.58 template"
+                    ));
+                }
+                match ChatTemplate::new("model file", src) {
+                    Ok(t) => Ok((t, None)),
+                    Err(e) => fallback(format!("{e}; using the built-in BitNet b1.58 template")),
+                }
+            }
+        }
+    }
+
+    /// Renders `messages`. `add_generation_prompt` appends the start of the assistant's turn.
+    /// `bos_token` / `eos_token` are the special tokens' text (empty when the model has none).
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ChatTemplateError> {
+        let tmpl = self.env.get_template("chat").map_err(|e| self.render_err(e))?;
+        let ctx = minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => bos_token,
+            eos_token => eos_token,
+        };
+        let mut out = LimitedWriter {
+            buf: Vec::new(),
+            limit: self.limits.max_output_bytes,
+            overflow: false,
+        };
+        match tmpl.render_captured_to(ctx, &mut out) {
+            Ok(_) => {}
+            Err(_) if out.overflow => {
+                return Err(ChatTemplateError::TooLong {
+                    name: self.name.clone(),
+                    limit: self.limits.max_output_bytes,
+                })
+            }
+            Err(e) => return Err(self.render_err(e)),
+        }
+        String::from_utf8(out.buf).map_err(|e| ChatTemplateError::Render {
+            name: self.name.clone(),
+            message: format!("output is not UTF-8: {e}"),
+        })
+    }
+
+    /// Renders with the tokenizer's BOS/EOS text.
+    pub fn render_for(
+        &self,
+        tok: &Tokenizer,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatTemplateError> {
+        let text = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
+        self.render(
+            messages,
+            add_generation_prompt,
+            &text(tok.bos_id()),
+            &text(tok.eos_id()),
+        )
+    }
+
+    fn render_err(&self, e: JinjaError) -> ChatTemplateError {
+        let message = match e.kind() {
+            ErrorKind::OutOfFuel => "the template ran too long (out of fuel)".to_string(),
+            _ => {
+                let mut m = e.to_string();
+                if let Some(d) = e.detail() {
+                    if !m.contains(d) {
+                        m = format!("{m}: {d}");
+                    }
+                }
+                m
+            }
+        };
+        ChatTemplateError::Render {
+            name: self.name.clone(),
+            message,
+        }
+    }
+}
+
+/// A writer that fails once more than `limit` bytes were written.
+struct LimitedWriter {
+    buf: Vec<u8>,
+    limit: usize,
+    overflow: bool,
+}
+
+impl Write for LimitedWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            self.overflow = true;
+            return Err(std::io::Error::other("chat template output limit"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(pairs: &[(&str, &str)]) -> Vec<ChatMessage> {
+        pairs.iter().map(|(r, c)| ChatMessage::new(*r, *c)).collect()
+    }
+
+    #[test]
+    fn builtin_bitnet_template_shape() {
+        let t = ChatTemplate::builtin("bitnet").unwrap();
+        let s = t
+            .render(&msgs(&[("user", " Hi "), ("assistant", "Hello")]), true, "<s>", "</s>")
+            .unwrap();
+        assert_eq!(s, "<s>User: Hi<|eot_id|>Assistant: Hello<|eot_id|>Assistant: ");
+        let s = t.render(&msgs(&[("user", "Hi")]), false, "<s>", "</s>").unwrap();
+        assert_eq!(s, "<s>User: Hi<|eot_id|>");
+    }
+
+    #[test]
+    fn python_methods_and_raise_exception() {
+        let t = ChatTemplate::new(
+            "t",
+            "{% for m in messages %}{% if m.role not in ['user', 'assistant'] %}\
+             {{ raise_exception('bad role ' + m.role) }}{% endif %}{{ m.content.strip().upper() }}|{% endfor %}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&msgs(&[("user", " a "), ("assistant", "b")]), false, "", "")
+                .unwrap(),
+            "A|B|"
+        );
+        let e = t
+            .render(&msgs(&[("tool", "x")]), false, "", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad role tool"), "{e}");
+    }
+
+    #[test]
+    fn hostile_templates_are_bounded() {
+        let lim = RenderLimits {
+            fuel: 100_000,
+            max_output_bytes: 10_000,
+        };
+        let spin = ChatTemplate::new(
+            "spin",
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        )
+        .unwrap()
+        .with_limits(lim);
+        let e = spin.render(&[], false, "", "").unwrap_err().to_string();
+        assert!(e.contains("out of fuel"), "{e}");
+        let big = ChatTemplate::new("big", "{% for i in range(1000) %}{{ 'x' * 1000 }}{% endfor %}")
+            .unwrap()
+            .with_limits(lim);
+        assert!(matches!(
+            big.render(&[], false, "", ""),
+            Err(ChatTemplateError::TooLong { limit: 10_000, .. })
+        ));
+        let deep = ChatTemplate::new("deep", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").unwrap();
+        assert!(deep.render(&[], false, "", "").is_err());
+        assert!(ChatTemplate::new("syntax", "{% for %}").is_err());
+        let inc = ChatTemplate::new("inc", "{% include '/etc/passwd' %}").unwrap();
+        assert!(inc.render(&[], false, "", "").is_err(), "no file access");
+    }
+
+    #[test]
+    fn bitnet_cpp_template_is_detected() {
+        let bad = "{% if message['role'] == 'user' %}{{ 'Human: ' + message['content'] + '\\n\\nBITNETAssistant: ' + eos_token }}";
+        assert!(is_known_bad(bad).is_some());
+        assert!(is_known_bad(BITNET_TEMPLATE).is_none());
+    }
+}
