@@ -40,6 +40,8 @@ fn generate(prompt: &str, n: usize, extra: &[&str]) -> String {
 fn chat_from_a_pipe_keeps_the_conversation_and_obeys_commands() {
     // The turn "hello" rendered by the fixture's template is exactly this prompt (BOS from the template).
     let a = generate("<|begin_of_text|>User: hello<|eot_id|>Assistant: ", 12, &["--no-bos"]);
+    // chat does not show the whitespace an answer starts with.
+    let a = a.trim_start();
     let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
         .args(["chat", "-m", &model(), "--temp", "0", "-n", "12"])
         .stdin(Stdio::piped())
@@ -65,6 +67,32 @@ fn chat_from_a_pipe_keeps_the_conversation_and_obeys_commands() {
         err.contains("[conversation cleared]") && err.contains("[system prompt set]"),
         "{err}"
     );
+}
+
+/// The built-in demo model (no -m) answers a question of its corpus with a sentence of its corpus: its
+/// template ends at "Assistant:" (the answer's first token carries the space), and the answer stops at
+/// end-of-turn without showing it.
+#[test]
+fn demo_model_answers_in_chat() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .args(["chat", "--temp", "0", "-n", "40"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Where does a cow live?\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{err}");
+    let answer = out.lines().next().unwrap_or_default();
+    assert!(answer.starts_with("A cow lives"), "{out:?}");
+    assert!(answer.ends_with('.') && !out.contains("<|eot_id|>"), "{out:?}");
 }
 
 #[test]

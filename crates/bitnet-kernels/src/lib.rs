@@ -12,6 +12,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod act_quant;
+pub mod attention;
 mod bytes;
 mod error;
 mod float;
@@ -24,6 +25,6 @@ mod x86;
 pub use act_quant::{quantize_row_i8, quantize_row_i8_with, ternarize_absmean};
 pub use bytes::Bytes;
 pub use error::KernelError;
-pub use float::{FloatFormat, FloatMatrix};
+pub use float::{dot_f32, FloatFormat, FloatMatrix};
 pub use simd::{detected_simd_level, set_simd_level, simd_level, supported_simd_levels, SimdLevel};
 pub use ternary::{hf_packed, i2s, tq1_0, tq2_0, TernaryFormat, TernaryMatrix};

@@ -200,17 +200,31 @@ impl Pool {
             cv: Condvar::new(),
         });
         let mut workers = Vec::with_capacity(threads.saturating_sub(1));
+        // Each started worker checks in before the pool is handed out, so that the threads' own start-up
+        // work (the runtime's per-thread setup, which may allocate) is over before the first operation:
+        // steady-state decoding then allocates nothing, however late the OS schedules a new thread.
+        let started = Arc::new((Mutex::new(0usize), Condvar::new()));
         for i in 1..threads {
             let s = Arc::clone(&shared);
+            let st = Arc::clone(&started);
             match std::thread::Builder::new()
                 .name(format!("bitnet-worker-{i}"))
-                .spawn(move || worker(&s))
-            {
+                .spawn(move || {
+                    *lock(&st.0) += 1;
+                    st.1.notify_all();
+                    drop(st);
+                    worker(&s)
+                }) {
                 Ok(h) => workers.push(h),
                 // Fewer workers only means less parallelism; the caller still runs every task.
                 Err(_) => break,
             }
         }
+        let mut n = lock(&started.0);
+        while *n < workers.len() {
+            n = started.1.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(n);
         Pool {
             threads,
             shared,

@@ -1,6 +1,8 @@
 //! The float operations of the forward pass (norms, RoPE, attention), written to follow the reference's
 //! f32 arithmetic order closely. Ternary matrix products live in `bitnet-kernels`.
 
+use bitnet_kernels::attention::{attn_scores, attn_weighted_sum};
+
 /// RMSNorm: `w * (x / sqrt(mean(x^2) + eps))`, with the mean of squares accumulated in f64 and the
 /// rest in f32 like the reference (`x * rsqrt(var + eps)` then `weight *`).
 pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -89,27 +91,18 @@ fn attend_head(qh: &[f32], k: &[f32], v: &[f32], kvh: usize, n: usize, s: AttnSh
     let kv_dim = s.kv_dim();
     let scale = 1.0f32 / (d as f32).sqrt();
     let sc = &mut sc[..n];
-    let mut max = f32::NEG_INFINITY;
-    for (j, sj) in sc.iter_mut().enumerate() {
-        let kj = &k[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
-        let dot: f32 = qh.iter().zip(kj).map(|(a, b)| a * b).sum();
-        *sj = dot * scale;
-        max = max.max(*sj);
-    }
+    attn_scores(qh, k, kv_dim, kvh * d, scale, sc);
+    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     let mut sum = 0.0f32;
     for sj in sc.iter_mut() {
         *sj = (*sj - max).exp();
         sum += *sj;
     }
     let inv = 1.0 / sum;
-    o.fill(0.0);
-    for (j, &e) in sc.iter().enumerate() {
-        let p = e * inv;
-        let vj = &v[j * kv_dim + kvh * d..j * kv_dim + (kvh + 1) * d];
-        for (oo, &vv) in o.iter_mut().zip(vj) {
-            *oo += p * vv;
-        }
+    for sj in sc.iter_mut() {
+        *sj *= inv;
     }
+    attn_weighted_sum(sc, v, kv_dim, kvh * d, o);
 }
 
 /// Runs `head(unit, out_chunk, scores)` for `units` heads of `d` outputs each, on the worker pool

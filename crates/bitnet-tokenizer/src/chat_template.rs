@@ -146,13 +146,33 @@ impl ChatTemplate {
 
     /// A built-in template by name (see [`BUILTIN_NAMES`]).
     pub fn builtin(name: &str) -> Option<Self> {
-        let src = match name {
-            "bitnet" => BITNET_TEMPLATE,
-            "llama3" => LLAMA3_TEMPLATE,
-            "chatml" => CHATML_TEMPLATE,
-            _ => return None,
-        };
-        ChatTemplate::new(&format!("{name} (built-in)"), src).ok()
+        ChatTemplate::new(&format!("{name} (built-in)"), Self::builtin_source(name)?).ok()
+    }
+
+    /// The Jinja source of a built-in template (see [`BUILTIN_NAMES`]).
+    pub fn builtin_source(name: &str) -> Option<&'static str> {
+        match name {
+            "bitnet" => Some(BITNET_TEMPLATE),
+            "llama3" => Some(LLAMA3_TEMPLATE),
+            "chatml" => Some(CHATML_TEMPLATE),
+            _ => None,
+        }
+    }
+
+    /// The Jinja source for `--chat-template FILE|NAME` (a built-in name or a file), checked to parse.
+    pub fn source_of_spec(spec: &str) -> Result<String, ChatTemplateError> {
+        if let Some(src) = Self::builtin_source(spec) {
+            return Ok(src.to_string());
+        }
+        let src = std::fs::read_to_string(spec).map_err(|e| ChatTemplateError::File {
+            path: spec.to_string(),
+            message: format!(
+                "{e} (not a file, and not a built-in name: {})",
+                BUILTIN_NAMES.join(", ")
+            ),
+        })?;
+        ChatTemplate::new(spec, &src)?;
+        Ok(src)
     }
 
     /// Changes the rendering bounds.

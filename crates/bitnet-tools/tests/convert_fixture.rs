@@ -438,3 +438,24 @@ fn refuses_to_overwrite_without_force_and_keeps_old_output_on_failure() {
     let _ = i2s::BLOCK;
     let _ = MetadataValue::U32(0);
 }
+
+#[test]
+fn chat_template_override_replaces_the_files_template() {
+    let src = fixture("gguf/bitnet-b158-i2_s.gguf");
+    let (w, _) = build(&src, &opts(TernaryType::I2S)).unwrap();
+    let kept = GgufFile::from_bytes(w.to_bytes().unwrap(), "x").unwrap();
+    let original = GgufFile::open(&src).unwrap();
+    assert_eq!(
+        kept.get_str("tokenizer.chat_template").ok(),
+        original.get_str("tokenizer.chat_template").ok()
+    );
+    let new = bitnet_tokenizer::ChatTemplate::source_of_spec("chatml").unwrap();
+    let o = ConvertOptions {
+        chat_template: Some(new.clone()),
+        ..opts(TernaryType::I2S)
+    };
+    let (w, _) = build(&src, &o).unwrap();
+    let g = GgufFile::from_bytes(w.to_bytes().unwrap(), "x").unwrap();
+    assert_eq!(g.get_str("tokenizer.chat_template").unwrap(), new);
+    assert!(bitnet_tokenizer::ChatTemplate::source_of_spec("no-such-template-file").is_err());
+}

@@ -75,7 +75,7 @@ pub fn gguf_writer(
         w.add_metadata("tokenizer.ggml.eot_token_id", e)?;
     }
     w.add_metadata("tokenizer.ggml.add_bos_token", true)?;
-    w.add_metadata("tokenizer.chat_template", bitnet_model::synth::BITNET_CHAT_TEMPLATE)?;
+    w.add_metadata("tokenizer.chat_template", crate::tokenizer::TRAINED_CHAT_TEMPLATE)?;
 
     let m = by_name(values);
     let get = |n: &str| -> Result<&[f32]> { m.get(n).copied().with_context(|| format!("parameter '{n}' is missing")) };

@@ -57,6 +57,12 @@ pub fn train_bpe(texts: &[String], vocab_size: usize, dir: &Path) -> Result<()> 
     write_tokenizer_config(dir)
 }
 
+/// BitNet's chat format (`User: ...<|eot_id|>Assistant: ...`) for models this crate trains, with the generation
+/// prompt ending at `Assistant:`. A byte-level BPE tokenizer attaches the space to the answer's first word
+/// (`Ġword`), so the official template's trailing `'Assistant: '` would leave a lone space token that never
+/// occurs in training text, and a small model answers that with noise.
+pub const TRAINED_CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.first %}{{ bos_token }}{% endif %}{{ message['role'] | capitalize + ': ' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}";
+
 /// `tokenizer_config.json`: BOS/EOS, BOS on by default, and BitNet's chat template.
 pub fn write_tokenizer_config(dir: &Path) -> Result<()> {
     let cfg = serde_json::json!({
@@ -66,7 +72,7 @@ pub fn write_tokenizer_config(dir: &Path) -> Result<()> {
         "add_eos_token": false,
         "model_max_length": 1_000_000,
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "chat_template": bitnet_model::synth::BITNET_CHAT_TEMPLATE,
+        "chat_template": TRAINED_CHAT_TEMPLATE,
     });
     let p = dir.join("tokenizer_config.json");
     std::fs::write(&p, serde_json::to_string_pretty(&cfg)?).with_context(|| format!("writing {}", p.display()))

@@ -122,6 +122,8 @@ impl Session {
             &ids[common..],
             &opts,
             |_, t| {
+                // An answer's first token usually carries the space after "Assistant:"; do not show it.
+                let t = if reply.is_empty() { t.trim_start() } else { t };
                 reply.push_str(t);
                 let _ = write!(out, "{t}").and_then(|_| out.flush());
                 !STOP.load(Ordering::SeqCst)

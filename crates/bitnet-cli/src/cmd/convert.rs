@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use bitnet_model::FfnActivation;
+use bitnet_tokenizer::chat_template::ChatTemplate;
 use bitnet_tools::convert::{convert, ConvertOptions, HeadType, TernaryType};
 
 #[derive(clap::Args, Debug)]
@@ -26,6 +27,10 @@ pub struct Args {
     /// Set tokenizer.ggml.pre (default: copied, or llama-bpe for Llama-3 tokenizers).
     #[arg(long = "pre")]
     pub pre: Option<String>,
+    /// Replace the chat template: a file holding Jinja, or a built-in name (bitnet, llama3, chatml). Fixes
+    /// files whose template is missing or wrong (bitnet.cpp's converter writes `BITNETAssistant:`).
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
     /// general.name of the output (default: the input's, or its file/folder name).
     #[arg(long = "name")]
     pub name: Option<String>,
@@ -48,11 +53,16 @@ fn parse_act(s: &str) -> Result<FfnActivation, String> {
 
 pub fn run(a: Args) -> Result<()> {
     bitnet_tools::safe_write::install_interrupt_cleanup();
+    let chat_template = match &a.chat_template {
+        Some(spec) => Some(ChatTemplate::source_of_spec(spec)?),
+        None => None,
+    };
     let opts = ConvertOptions {
         to: a.to,
         head_type: a.head_type,
         ffn_act: a.ffn_act,
         pre: a.pre,
+        chat_template,
         name: a.name,
         force: a.force,
         quiet: false,

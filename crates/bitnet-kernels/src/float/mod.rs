@@ -174,6 +174,67 @@ impl FloatMatrix {
         self.gemv_with(simd_level(), x, row0, y)
     }
 
+    /// `y[t * ldy + i] = dot(row(row0 + i), x[t])` for `n_tok` tokens (`x` is `[n_tok, cols]`) and
+    /// `i < m`: the same values as [`gemv`](Self::gemv) per token, bit for bit, but F16 rows (the tied
+    /// output head) are read once for up to four tokens.
+    ///
+    /// # Panics
+    /// If `x` has fewer than `n_tok * cols` values, rows are out of range, or `y` is too short.
+    pub fn gemm(&self, x: &[f32], n_tok: usize, row0: usize, m: usize, y: &mut [f32], ldy: usize) {
+        self.gemm_with(simd_level(), x, n_tok, row0, m, y, ldy)
+    }
+
+    /// [`gemm`](Self::gemm) at an explicit SIMD level.
+    #[allow(clippy::too_many_arguments)] // gemv's arguments plus the token count and output stride
+    pub fn gemm_with(
+        &self,
+        level: SimdLevel,
+        x: &[f32],
+        n_tok: usize,
+        row0: usize,
+        m: usize,
+        y: &mut [f32],
+        ldy: usize,
+    ) {
+        let cols = self.cols;
+        assert!(
+            x.len() >= n_tok * cols,
+            "gemm: x has {} values, need {}",
+            x.len(),
+            n_tok * cols
+        );
+        assert!(
+            row0 + m <= self.rows,
+            "gemm: rows {row0}..{} out of {}",
+            row0 + m,
+            self.rows
+        );
+        if n_tok > 0 {
+            assert!(m <= ldy && y.len() >= (n_tok - 1) * ldy + m, "gemm: y too short");
+        }
+        let level = level.clamp_to_cpu();
+        let mut t0 = 0;
+        #[cfg(target_arch = "x86_64")]
+        if self.format == FloatFormat::F16 && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+            while t0 + 4 <= n_tok {
+                let xs: [&[f32]; 4] = std::array::from_fn(|k| &x[(t0 + k) * cols..(t0 + k + 1) * cols]);
+                for i in 0..m {
+                    let row = self.row(row0 + i);
+                    // SAFETY: the level is clamped to the CPU (AVX-512 F + F16C present); each xs[k] has
+                    // cols values and an F16 row holds 2 * cols bytes.
+                    let d = unsafe { crate::x86::float_dot::dot4_f16_avx512(row.as_ptr(), xs, cols) };
+                    for (k, v) in d.into_iter().enumerate() {
+                        y[(t0 + k) * ldy + i] = v;
+                    }
+                }
+                t0 += 4;
+            }
+        }
+        for t in t0..n_tok {
+            self.gemv_with(level, &x[t * cols..(t + 1) * cols], row0, &mut y[t * ldy..t * ldy + m]);
+        }
+    }
+
     /// [`gemv`](Self::gemv) at an explicit SIMD level (lowered to what the CPU supports). Levels
     /// differ only by f32 summation order.
     pub fn gemv_with(&self, level: SimdLevel, x: &[f32], row0: usize, y: &mut [f32]) {
@@ -227,6 +288,14 @@ pub(crate) fn dot_f32_scalar(a: &[f32], b: &[f32]) -> f32 {
         tail += x * y;
     }
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `a · b` over `min(a.len(), b.len())` values at the current [`simd_level`](crate::simd_level) (attention
+/// scores use it: a sequential `iter().sum()` cannot be vectorized and costs 4 cycles of FMA latency per
+/// element). Summation order differs from a plain loop by design; the result agrees to f32 rounding.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    dot_f32_slices(crate::simd_level(), &a[..n], &b[..n])
 }
 
 /// f32 slice dot at a SIMD level (used after a block has been dequantized to the stack).

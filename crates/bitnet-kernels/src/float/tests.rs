@@ -126,6 +126,44 @@ fn gemv_all_formats_all_levels() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
+    /// The public f32 dot at every supported level agrees with the scalar twin, for odd lengths and for
+    /// values spanning many orders of magnitude.
+    #[test]
+    fn dot_f32_matches_scalar(n in 0usize..300, seed in 1u64..u64::MAX, big in 0usize..3) {
+        let mut rng = Rng(seed);
+        let mag = [1.0f32, 1e-20, 1e20][big];
+        let a: Vec<f32> = (0..n).map(|_| rng.f() * mag).collect();
+        let b: Vec<f32> = (0..n + 3).map(|_| rng.f()).collect();
+        let want = dot_f32_scalar(&a, &b[..n]);
+        let bound: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum::<f32>() * 1e-5 + f32::MIN_POSITIVE;
+        for level in supported_simd_levels() {
+            let got = dot_f32_slices(level, &a, &b[..n]);
+            prop_assert!((got - want).abs() <= bound, "{level:?} n={n}: {got} vs {want}");
+        }
+        let got = crate::dot_f32(&a, &b); // the public entry: current level, shorter length wins
+        prop_assert!((got - want).abs() <= bound, "dot_f32 n={n}: {got} vs {want}");
+    }
+
+    /// gemm over several tokens equals gemv token by token, bit for bit, at every level and format
+    /// (odd widths and token counts cover the 4-token kernel's tails and the leftover tokens).
+    #[test]
+    fn gemm_equals_gemv_per_token(cols in 1usize..300, rows in 1usize..6, n_tok in 1usize..10, seed in 1u64..u64::MAX, f in 0usize..3) {
+        let format = [FloatFormat::F16, FloatFormat::F32, FloatFormat::BF16][f];
+        let mut rng = Rng(seed);
+        let m = FloatMatrix::new(format, rows, cols, Bytes::from_vec(random_matrix(format, rows, cols, &mut rng))).unwrap();
+        let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 1e3).collect();
+        for level in supported_simd_levels() {
+            let ldy = rows + 2;
+            let mut y = vec![f32::NAN; n_tok * ldy];
+            m.gemm_with(level, &x, n_tok, 0, rows, &mut y, ldy);
+            for t in 0..n_tok {
+                let mut want = vec![0f32; rows];
+                m.gemv_with(level, &x[t * cols..(t + 1) * cols], 0, &mut want);
+                prop_assert_eq!(&y[t * ldy..t * ldy + rows], &want[..], "{:?} {:?} token {}", format, level, t);
+            }
+        }
+    }
+
     /// Odd lengths for the plain float formats (tails of every SIMD loop).
     #[test]
     fn dense_odd_lengths(cols in 1usize..200, rows in 1usize..5, seed in 1u64..u64::MAX, f in 0usize..3) {

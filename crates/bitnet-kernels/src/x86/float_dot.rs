@@ -156,6 +156,46 @@ pub(crate) unsafe fn dot_f16_avx512(w: *const u8, x: &[f32]) -> f32 {
     ))
 }
 
+/// [`dot_f16_avx512`] of one row with four activation vectors at once: the row is loaded and converted
+/// once for all four (batched decoding reads the output head once per step, not once per sequence).
+/// Each token's accumulators and their order are those of [`dot_f16_avx512`], so every result is
+/// bit-identical to the single-token kernel.
+///
+/// # Safety
+/// AVX-512 F (+ F16C) available; every `xs[t]` has `n` values and `w` points to `2 * n` readable bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // acc[t][k]: indexes read more plainly than nested iterators here
+pub(crate) unsafe fn dot4_f16_avx512(w: *const u8, xs: [&[f32]; 4], n: usize) -> [f32; 4] {
+    debug_assert!(xs.iter().all(|x| x.len() >= n));
+    let xp = xs.map(|x| x.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for k in 0..4 {
+            // SAFETY: values i + 16k .. + 16 <= n: 32 bytes at 2(i + 16k) are inside w.
+            let wv = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(w.add(2 * (i + 16 * k)).cast())) };
+            for t in 0..4 {
+                // SAFETY: i + 16k + 16 <= n <= xs[t].len().
+                let xv = unsafe { _mm512_loadu_ps(xp[t].add(i + 16 * k)) };
+                acc[t][k] = _mm512_fmadd_ps(wv, xv, acc[t][k]);
+            }
+        }
+        i += 64;
+    }
+    while i < n {
+        let m: __mmask16 = if n - i >= 16 { 0xFFFF } else { (1u16 << (n - i)) - 1 };
+        // SAFETY: the mask limits the reads to values below n (bytes below 2n of w).
+        let wv = unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w.add(2 * i).cast())) };
+        for t in 0..4 {
+            // SAFETY: as above, lanes at or past n are masked off and not accessed.
+            let xv = unsafe { _mm512_maskz_loadu_ps(m, xp[t].add(i)) };
+            acc[t][0] = _mm512_fmadd_ps(wv, xv, acc[t][0]);
+        }
+        i += 16;
+    }
+    acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))))
+}
+
 /// # Safety
 /// AVX2 + FMA available; `w` points to `2 * x.len()` readable bytes.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -6,6 +6,7 @@
 //! `Avx512Vnni` kernels add "avx512vnni". Detection in `simd.rs` checks exactly these.
 
 pub(crate) mod act_quant;
+pub(crate) mod attention;
 pub(crate) mod float_dot;
 pub(crate) mod i2s_avx2;
 pub(crate) mod i2s_avx512;

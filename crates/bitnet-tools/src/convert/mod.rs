@@ -30,6 +30,10 @@ pub struct ConvertOptions {
     pub ffn_act: Option<FfnActivation>,
     /// Overrides `tokenizer.ggml.pre`.
     pub pre: Option<String>,
+    /// Replaces the chat template with this Jinja source (see [`ChatTemplate::source_of_spec`]).
+    ///
+    /// [`ChatTemplate::source_of_spec`]: bitnet_tokenizer::chat_template::ChatTemplate::source_of_spec
+    pub chat_template: Option<String>,
     /// `general.name` (default: the input's, or the folder / file name).
     pub name: Option<String>,
     pub force: bool,
@@ -43,6 +47,7 @@ impl Default for ConvertOptions {
             head_type: HeadType::F16,
             ffn_act: None,
             pre: None,
+            chat_template: None,
             name: None,
             force: false,
             quiet: true,
@@ -107,6 +112,9 @@ pub fn build(input: &Path, opts: &ConvertOptions) -> Result<(GgufWriter, Convert
     if let Some(p) = &opts.pre {
         tmeta.pre = Some(p.clone());
         tmeta.pre_reason = format!("--pre {p}");
+    }
+    if let Some(t) = &opts.chat_template {
+        tmeta.chat_template = Some(t.clone());
     }
     let name = opts.name.clone().or(src_name).unwrap_or_else(|| default_name(&path));
     build_from_model(&model, &tmeta, &name, opts)
