@@ -26,6 +26,10 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    /// Output head type: `file` (as stored; lossless, the default) or `q8_0` (requantized at load: fewer
+    /// bytes per token, faster decode, slightly different logits).
+    #[arg(long = "head-type", value_parser = ["file", "q8_0"], default_value = "file")]
+    pub head_type: String,
 }
 
 fn parse_act(s: &str) -> Result<FfnActivation, String> {
@@ -57,6 +61,10 @@ impl ModelArgs {
                 bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
             }
         };
+        let mut model = model;
+        if self.head_type == "q8_0" {
+            model.requantize_head_q8_0()?;
+        }
         let c = &model.cfg;
         eprintln!(
             "loaded {} ({} layers, hidden {}, vocab {}, ffn {}) in {:.2} s, {} threads",

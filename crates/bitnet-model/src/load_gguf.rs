@@ -206,12 +206,14 @@ fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
     }
     let final_norm = ts.vector("output_norm.weight", h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
+    let tied_head = std::ptr::eq(head.data().as_ptr(), embed.data().as_ptr());
     Ok(BitNetModel {
         cfg,
         embed,
         layers,
         final_norm,
         head,
+        tied_head,
         rope,
     })
 }

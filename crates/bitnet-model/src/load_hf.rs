@@ -264,12 +264,14 @@ fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Resu
     }
     let final_norm = ck.vector("model.norm.weight", h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
+    let tied_head = std::ptr::eq(head.data().as_ptr(), embed.data().as_ptr());
     Ok(BitNetModel {
         cfg,
         embed,
         layers,
         final_norm,
         head,
+        tied_head,
         rope,
     })
 }

@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod kl;
 pub mod perplexity;
+pub mod plot_font;
 pub mod progress;
 pub mod quant_report;
 pub mod safe_write;

@@ -129,9 +129,6 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
         show_progress: spec.show_progress,
     };
     run_loop(&mut tr, &train, &val, &ctl)?;
-    if let Some(p) = &spec.plot {
-        plot::plot_loss(&tr.state.history, Some(baseline), p)?;
-    }
     if let Some(g) = &spec.gguf {
         // The GGUF holds what the HF folder holds: the bf16-rounded masters.
         let values: Vec<_> = tr
@@ -146,6 +143,12 @@ pub fn run(spec: &RunSpec) -> Result<RunSummary> {
             "bitnet-rs-demo",
             g,
         )?;
+    }
+    // Last, and not fatal: a missing font must not cost the trained model (it is saved above).
+    if let Some(p) = &spec.plot {
+        if let Err(e) = plot::plot_loss(&tr.state.history, Some(baseline), p) {
+            eprintln!("warning: no loss plot: {e:#}");
+        }
     }
     Ok(RunSummary {
         steps: tr.state.step,

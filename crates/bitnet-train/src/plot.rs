@@ -25,6 +25,7 @@ pub fn plot_loss(history: &[HistoryPoint], baseline: Option<f64>, path: &Path) -
         .fold(f64::INFINITY, f64::min)
         .min(ymax)
         .max(0.0);
+    bitnet_tools::plot_font::register_sans_serif()?;
     let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
     let e = |e: &dyn std::fmt::Display| anyhow!("plotting {}: {e}", path.display());
     root.fill(&WHITE).map_err(|x| e(&x))?;

@@ -117,7 +117,7 @@ fn param_count(m: &BitNetModel) -> f64 {
         p += l.attn_norm.len() + l.attn_sub_norm.len() + l.ffn_norm.len() + l.ffn_sub_norm.len();
     }
     p += m.embed.rows() * m.embed.cols() + m.final_norm.len();
-    if !std::ptr::eq(m.head.data().as_ptr(), m.embed.data().as_ptr()) {
+    if !m.tied_head {
         p += m.head.rows() * m.head.cols();
     }
     p as f64

@@ -13,7 +13,7 @@ use bitnet_engine::{generate, GenerateOptions, SamplerConfig, StopReason};
 use bitnet_model::{BitNetModel, InferenceState};
 use bitnet_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
-use crate::cmd::generate::PenaltyArgs;
+use crate::cmd::generate::SamplingArgs;
 use crate::common::ModelArgs;
 
 #[derive(clap::Args, Debug)]
@@ -31,20 +31,8 @@ pub struct Args {
     /// Context size (default: the model's, at most 4096).
     #[arg(short = 'c', long = "ctx-size")]
     pub ctx_size: Option<usize>,
-    /// Random seed (default: from the clock).
-    #[arg(short = 's', long = "seed")]
-    pub seed: Option<u64>,
-    /// Temperature; 0 = greedy.
-    #[arg(long = "temp", default_value_t = 0.8)]
-    pub temp: f32,
-    #[arg(long = "top-k", default_value_t = 40)]
-    pub top_k: usize,
-    #[arg(long = "top-p", default_value_t = 0.95)]
-    pub top_p: f32,
-    #[arg(long = "min-p", default_value_t = 0.05)]
-    pub min_p: f32,
     #[command(flatten)]
-    pub penalties: PenaltyArgs,
+    pub sampling: SamplingArgs,
     /// Stop an answer when it contains this string (not printed); repeatable.
     #[arg(long = "stop")]
     pub stop: Vec<String>,
@@ -154,20 +142,8 @@ impl Session {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let sampler = SamplerConfig {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        seed: a.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        }),
-        ..a.penalties.apply(SamplerConfig::default(), usize::MAX)
-    };
-    sampler.validate().map_err(anyhow::Error::msg)?;
+    let seed = a.sampling.seed();
+    a.sampling.config(seed, usize::MAX)?; // bad flags fail before loading
     let (model, tok) = a.model.load()?;
     let (template, note) = ChatTemplate::resolve(a.chat_template.as_deref(), &tok)?;
     if let Some(n) = note {
@@ -175,14 +151,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     eprintln!("chat template: {}", template.name());
     let ctx = a.ctx_size.unwrap_or(model.cfg.context_length.min(4096)).max(2);
-    let sampler = SamplerConfig {
-        repeat_last_n: if a.penalties.repeat_last_n < 0 {
-            ctx
-        } else {
-            sampler.repeat_last_n
-        },
-        ..sampler
-    };
+    let sampler = a.sampling.config(seed, ctx)?;
     let state = InferenceState::new(&model, ctx);
     let mut s = Session {
         model,

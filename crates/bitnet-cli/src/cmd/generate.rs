@@ -43,22 +43,9 @@ impl PenaltyArgs {
     }
 }
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    pub model: ModelArgs,
-    /// Prompt text.
-    #[arg(short = 'p', long = "prompt")]
-    pub prompt: Option<String>,
-    /// Read the prompt from a file.
-    #[arg(short = 'f', long = "file")]
-    pub file: Option<PathBuf>,
-    /// Number of tokens to generate.
-    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
-    pub n_predict: usize,
-    /// Context size (default: the model's, at most 4096).
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx_size: Option<usize>,
+/// llama.cpp's sampling flags (shared by `generate` and `chat`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
     /// Random seed (default: from the clock; printed so the run can be repeated).
     #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
@@ -76,6 +63,52 @@ pub struct Args {
     pub min_p: f32,
     #[command(flatten)]
     pub penalties: PenaltyArgs,
+}
+
+impl SamplingArgs {
+    /// `--seed`, or one from the clock.
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        })
+    }
+
+    /// The sampler these flags describe, validated; `ctx` is what `--repeat-last-n -1` means.
+    pub fn config(&self, seed: u64, ctx: usize) -> Result<SamplerConfig> {
+        let c = SamplerConfig {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            seed,
+            ..self.penalties.apply(SamplerConfig::default(), ctx)
+        };
+        c.validate().map_err(anyhow::Error::msg)?;
+        Ok(c)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt text.
+    #[arg(short = 'p', long = "prompt")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Number of tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    pub n_predict: usize,
+    /// Context size (default: the model's, at most 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Stop when the text contains this string (not printed); repeatable.
     #[arg(long = "stop", short = 'r', visible_alias = "reverse-prompt")]
     pub stop: Vec<String>,
@@ -99,14 +132,8 @@ pub fn run(a: Args) -> Result<()> {
         }
         (None, None) => String::new(),
     };
-    SamplerConfig {
-        temperature: a.temp,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        ..a.penalties.apply(SamplerConfig::default(), usize::MAX)
-    }
-    .validate()
-    .map_err(anyhow::Error::msg)?;
+    // Reject bad sampling flags before spending time on loading.
+    a.sampling.config(0, usize::MAX)?;
     let (model, tok) = a.model.load()?;
     let ids = tok.encode(&prompt, !a.no_bos && tok.add_bos_default())?;
     let ctx = a.ctx_size.unwrap_or(model.cfg.context_length.min(4096)).max(1);
@@ -116,27 +143,14 @@ pub fn run(a: Args) -> Result<()> {
             ids.len()
         );
     }
-    let seed = a.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    });
+    let seed = a.sampling.seed();
     eprintln!("seed {seed}, prompt {} tokens, context {ctx}", ids.len());
     let opts = GenerateOptions {
         max_new_tokens: a.n_predict,
         ignore_eos: a.ignore_eos,
         stop: a.stop.clone(),
-        sampler: SamplerConfig {
-            temperature: a.temp,
-            top_k: a.top_k,
-            top_p: a.top_p,
-            min_p: a.min_p,
-            seed,
-            ..a.penalties.apply(SamplerConfig::default(), ctx)
-        },
+        sampler: a.sampling.config(seed, ctx)?,
     };
-    opts.sampler.validate().map_err(anyhow::Error::msg)?;
     let mut state = InferenceState::new(&model, ctx);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

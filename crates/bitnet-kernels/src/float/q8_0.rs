@@ -45,16 +45,24 @@ pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
     }
 }
 
-/// ggml's reference quantizer (`d = max|x| / 127`, `q = round(x / d)`), for tests and writers.
-#[cfg(test)]
-pub(crate) fn quantize(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(x.len() / BLOCK * BLOCK_BYTES);
-    for xb in x.chunks_exact(BLOCK) {
+/// ggml's reference quantizer (`d = max|x| / 127`, `q = round(x / d)`, ties away from zero) of whole
+/// blocks: `out` holds `x.len() / 32 * 34` bytes.
+pub(crate) fn quantize_into(x: &[f32], out: &mut [u8]) {
+    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.extend_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        out.extend(xb.iter().map(|v| (v * id).round() as i8 as u8));
+        ob[..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        for (o, v) in ob[2..].iter_mut().zip(xb) {
+            *o = (v * id).round().clamp(-127.0, 127.0) as i8 as u8;
+        }
     }
+}
+
+/// [`quantize_into`] into a new buffer, for tests.
+#[cfg(test)]
+pub(crate) fn quantize(x: &[f32]) -> Vec<u8> {
+    let mut out = vec![0u8; x.len() / BLOCK * BLOCK_BYTES];
+    quantize_into(x, &mut out);
     out
 }

@@ -285,3 +285,33 @@ fn constructor_validates() {
     m.dequantize_row(0, &mut v);
     assert_eq!(v, [0.5]);
 }
+
+#[test]
+fn to_q8_0_requantizes_every_row_like_ggml() {
+    let mut rng = Rng(0x0dd_ba11);
+    let (rows, cols) = (600, 96); // more rows than one pool task
+    let src = FloatMatrix::new(
+        FloatFormat::F16,
+        rows,
+        cols,
+        Bytes::from_vec(random_matrix(FloatFormat::F16, rows, cols, &mut rng)),
+    )
+    .unwrap();
+    let q = src.to_q8_0().unwrap();
+    assert_eq!((q.format(), q.rows(), q.cols()), (FloatFormat::Q8_0, rows, cols));
+    let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+    for r in 0..rows {
+        src.dequantize_row(r, &mut a);
+        assert_eq!(q.row(r), &q8_0::quantize(&a)[..], "row {r}");
+        q.dequantize_row(r, &mut b);
+        let amax = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= amax / 127.0 * 0.51 + 1e-3 * amax,
+                "row {r}: {x} vs {y}"
+            );
+        }
+    }
+    let odd = FloatMatrix::new(FloatFormat::F32, 2, 33, Bytes::from_vec(vec![0u8; 2 * 33 * 4])).unwrap();
+    assert!(odd.to_q8_0().is_err());
+}

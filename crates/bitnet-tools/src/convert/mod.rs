@@ -151,7 +151,7 @@ pub fn build_from_model(
 
     let (ty, data) = tensors::encode_float("token_embd.weight", &model.embed, opts.head_type)?;
     w.add_tensor("token_embd.weight", &[h, model.embed.rows() as u64], ty, data)?;
-    let tied = model.head.data().as_ptr() == model.embed.data().as_ptr();
+    let tied = model.tied_head;
     if !tied {
         let (ty, data) = tensors::encode_float("output.weight", &model.head, opts.head_type)?;
         w.add_tensor("output.weight", &[h, model.head.rows() as u64], ty, data)?;

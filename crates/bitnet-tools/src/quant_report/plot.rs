@@ -1,54 +1,14 @@
 //! `--plot FILE.svg|png`: SQNR and sparsity per layer (plotters).
 //!
-//! Text needs a TrueType font; plotters' pure-Rust text path (ab_glyph) has none built in, so a system
-//! font is loaded at run time (`BITNET_PLOT_FONT` names one explicitly).
+//! Text needs a TrueType font: see [`crate::plot_font`].
 
 use std::path::Path;
-use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{per_layer_mean, Report};
-
-const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/truetype/freefont/FreeSans.ttf",
-    "/Library/Fonts/Arial.ttf",
-    "/System/Library/Fonts/Supplemental/Arial.ttf",
-    "C:\\Windows\\Fonts\\arial.ttf",
-];
-
-fn register_font() -> Result<()> {
-    static DONE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    DONE.get_or_init(|| {
-        let mut candidates: Vec<String> = Vec::new();
-        if let Ok(p) = std::env::var("BITNET_PLOT_FONT") {
-            candidates.push(p);
-        }
-        candidates.extend(FONT_CANDIDATES.iter().map(|s| s.to_string()));
-        for c in &candidates {
-            if let Ok(bytes) = std::fs::read(c) {
-                let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, leaked).is_ok() {
-                    return Ok(());
-                }
-            }
-        }
-        Err(format!(
-            "no TrueType font found for the plot's text (looked for {}); set BITNET_PLOT_FONT=/path/to/font.ttf",
-            FONT_CANDIDATES.join(", ")
-        ))
-    })
-    .clone()
-    .map_err(|e| anyhow!(e))
-}
 
 /// A labelled, coloured line of (layer, value) points.
 type Series = (&'static str, RGBColor, Vec<(f64, f64)>);
@@ -178,7 +138,7 @@ pub fn plot(r: &Report, path: &Path) -> Result<()> {
     if r.tensors.is_empty() {
         bail!("nothing to plot: the report has no tensors");
     }
-    register_font()?;
+    crate::plot_font::register_sans_serif()?;
     let ext = path
         .extension()
         .and_then(|x| x.to_str())
