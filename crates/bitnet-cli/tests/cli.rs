@@ -242,6 +242,11 @@ fn bad_input_gives_clear_errors() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("99999"));
+    // A context no machine can hold: an error naming it, not an allocation abort.
+    let o = bitnet(&["generate", "-m", m.to_str().unwrap(), "-c", "1000000000000", "-n", "1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("KV cache") && err.contains("1000000000000"), "{err}");
 }
 
 #[test]

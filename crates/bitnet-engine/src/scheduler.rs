@@ -314,7 +314,19 @@ impl Worker {
             return;
         }
         let model = Arc::clone(&self.model);
-        let state = self.states[slot].get_or_insert_with(|| InferenceState::new(&model, ctx));
+        if self.states[slot].is_none() {
+            match InferenceState::try_new(&model, ctx) {
+                Ok(s) => self.states[slot] = Some(s),
+                Err(e) => {
+                    self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
+                    let _ = job.events.send(Event::Error(format!("{e:#}")));
+                    return;
+                }
+            }
+        }
+        let Some(state) = self.states[slot].as_mut() else {
+            return;
+        };
         state.reset();
         let t0 = Instant::now();
         let logits = model

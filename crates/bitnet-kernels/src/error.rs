@@ -16,4 +16,7 @@ pub enum KernelError {
     /// Bytes or values that no valid tensor holds (e.g. a ternary code outside -1..=1).
     #[error("invalid data: {0}")]
     InvalidData(String),
+    /// The allocator refused a buffer of this many bytes.
+    #[error("out of memory: cannot allocate {0} bytes")]
+    OutOfMemory(usize),
 }

@@ -21,6 +21,7 @@ mod simd;
 mod ternary;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+mod zeroed;
 
 pub use act_quant::{quantize_row_i8, quantize_row_i8_with, ternarize_absmean};
 pub use bytes::Bytes;
@@ -28,3 +29,4 @@ pub use error::KernelError;
 pub use float::{dot_f32, FloatFormat, FloatMatrix};
 pub use simd::{detected_simd_level, set_simd_level, simd_level, supported_simd_levels, SimdLevel};
 pub use ternary::{hf_packed, i2s, tq1_0, tq2_0, TernaryFormat, TernaryMatrix};
+pub use zeroed::try_zeroed_f32;

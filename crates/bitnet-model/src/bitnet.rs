@@ -135,13 +135,21 @@ struct Buffers {
 
 impl InferenceState {
     /// A fresh sequence whose cache holds `ctx` positions.
+    ///
+    /// # Panics
+    /// If the cache cannot be allocated; use [`try_new`](Self::try_new) for a `ctx` from outside.
     pub fn new(model: &BitNetModel, ctx: usize) -> Self {
+        Self::try_new(model, ctx).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// [`new`](Self::new), or an error (naming the context size) when the KV cache cannot be allocated.
+    pub fn try_new(model: &BitNetModel, ctx: usize) -> Result<Self> {
         let c = &model.cfg;
-        InferenceState {
-            cache: KvCache::new(c.num_layers, c.kv_dim(), ctx),
+        Ok(InferenceState {
+            cache: KvCache::try_new(c.num_layers, c.kv_dim(), ctx)?,
             pos: 0,
             ws: Workspace::default(),
-        }
+        })
     }
 
     /// Forgets the sequence (keeps the allocations).

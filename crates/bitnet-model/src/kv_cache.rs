@@ -13,13 +13,32 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// # Panics
+    /// If the cache cannot be allocated; use [`try_new`](Self::try_new) for a size that came from outside.
     pub fn new(n_layers: usize, kv_dim: usize, capacity: usize) -> Self {
-        KvCache {
-            k: (0..n_layers).map(|_| vec![0.0; capacity * kv_dim]).collect(),
-            v: (0..n_layers).map(|_| vec![0.0; capacity * kv_dim]).collect(),
+        Self::try_new(n_layers, kv_dim, capacity).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    /// The cache, or an error naming the context size when it cannot be allocated (e.g. `-c` far
+    /// beyond the machine's memory).
+    pub fn try_new(n_layers: usize, kv_dim: usize, capacity: usize) -> anyhow::Result<Self> {
+        let per_layer = capacity
+            .checked_mul(kv_dim)
+            .ok_or_else(|| anyhow::anyhow!("context size {capacity} is too large"))?;
+        let buf = |_| {
+            bitnet_kernels::try_zeroed_f32(per_layer).map_err(|e| {
+                anyhow::anyhow!(
+                    "the KV cache for a context of {capacity} tokens ({:.1} GB) cannot be allocated: {e} (lower -c/--ctx-size)",
+                    (per_layer as f64) * 8.0 * n_layers as f64 / 1e9
+                )
+            })
+        };
+        Ok(KvCache {
+            k: (0..n_layers).map(buf).collect::<anyhow::Result<_>>()?,
+            v: (0..n_layers).map(buf).collect::<anyhow::Result<_>>()?,
             kv_dim,
             capacity,
-        }
+        })
     }
 
     /// How many positions fit.

@@ -129,7 +129,7 @@ pub fn for_each_chunk(
     let n = n_chunks(tokens.len(), opts)?;
     let (n_ctx, vocab) = (opts.n_ctx, model.head.rows());
     let first = first_scored(n_ctx);
-    let mut state = InferenceState::new(model, n_ctx);
+    let mut state = InferenceState::try_new(model, n_ctx)?;
     let mut logits = vec![0f32; n_ctx * vocab];
     let mut batch = Vec::with_capacity(opts.n_batch);
     let pb = progress::bar(n as u64, "chunks", opts.quiet);

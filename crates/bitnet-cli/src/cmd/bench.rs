@@ -152,9 +152,15 @@ fn time<F: FnMut() -> Result<()>>(mut f: F) -> Result<f64> {
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// More sequences than any batch worth measuring; each gets its own KV cache.
+const MAX_BATCH: usize = 1024;
+
 pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 {
         bail!("-r/--repetitions must be at least 1");
+    }
+    if a.batch.is_some_and(|b| b > MAX_BATCH) {
+        bail!("-b/--batch is at most {MAX_BATCH} sequences");
     }
     if a.model.model.is_none() {
         bail!("bitnet bench needs a model (-m FILE); make one with `bitnet synth --shape 2b4t -o FILE.gguf`");
@@ -172,7 +178,7 @@ pub fn run(a: Args) -> Result<()> {
         .max()
         .unwrap_or(1)
         + 1;
-    let mut st = InferenceState::new(&m, ctx);
+    let mut st = InferenceState::try_new(&m, ctx)?;
 
     if a.n_prompt > 0 {
         let ids = rng.ids(a.n_prompt, vocab);
@@ -224,8 +230,9 @@ pub fn run(a: Args) -> Result<()> {
             results.push(decode(depth, format!("tg{} @ d{depth}", a.n_gen))?);
         }
         if let Some(b) = a.batch.filter(|&b| b > 0) {
-            let mut states: Vec<InferenceState> =
-                (0..b).map(|_| InferenceState::new(&m, PREFIX + a.n_gen + 1)).collect();
+            let mut states: Vec<InferenceState> = (0..b)
+                .map(|_| InferenceState::try_new(&m, PREFIX + a.n_gen + 1))
+                .collect::<Result<_>>()?;
             let mut ws = Workspace::new();
             let steps: Vec<Vec<u32>> = (0..a.n_gen).map(|_| rng.ids(b, vocab)).collect();
             let pre: Vec<Vec<u32>> = (0..b).map(|_| rng.ids(PREFIX, vocab)).collect();

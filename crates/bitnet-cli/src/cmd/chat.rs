@@ -152,7 +152,7 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!("chat template: {}", template.name());
     let ctx = a.ctx_size.unwrap_or(model.cfg.context_length.min(4096)).max(2);
     let sampler = a.sampling.config(seed, ctx)?;
-    let state = InferenceState::new(&model, ctx);
+    let state = InferenceState::try_new(&model, ctx)?;
     let mut s = Session {
         model,
         tok,

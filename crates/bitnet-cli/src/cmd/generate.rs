@@ -151,7 +151,7 @@ pub fn run(a: Args) -> Result<()> {
         stop: a.stop.clone(),
         sampler: a.sampling.config(seed, ctx)?,
     };
-    let mut state = InferenceState::new(&model, ctx);
+    let mut state = InferenceState::try_new(&model, ctx)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !a.no_display_prompt {

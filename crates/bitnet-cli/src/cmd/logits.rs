@@ -32,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
     if ids.is_empty() {
         bail!("no tokens to evaluate");
     }
-    let mut state = InferenceState::new(&model, ids.len());
+    let mut state = InferenceState::try_new(&model, ids.len())?;
     let logits = model.forward(&ids, &mut state, LogitsWanted::All)?;
     let vocab = model.head.rows();
     npy::write_f32(&a.output, &[ids.len(), vocab], logits)?;

@@ -282,32 +282,36 @@ pub fn write_metadata(
         Ok(())
     };
     put("general.architecture".into(), a.into())?;
+    // The integer hyperparameters, by key; each layout writes them in its own converter's order.
+    let hp = |put: &mut dyn FnMut(String, MetadataValue) -> Result<()>, key: &str| -> Result<()> {
+        let v = match key {
+            "vocab_size" => cfg.vocab_size,
+            "context_length" => cfg.context_length,
+            "embedding_length" => cfg.hidden_size,
+            "block_count" => cfg.num_layers,
+            "feed_forward_length" => cfg.intermediate_size,
+            "rope.dimension_count" => cfg.rope_dim,
+            "attention.head_count" => cfg.num_heads,
+            "attention.head_count_kv" => cfg.num_kv_heads,
+            _ => bail!("internal error: unknown hyperparameter {key}"),
+        };
+        put(k(key), u32_of(v, key)?.into())
+    };
     match layout {
         Layout::BitnetCpp => {
             put("general.name".into(), name.into())?;
-            put(k("vocab_size"), u32_of(cfg.vocab_size, "vocab_size")?.into())?;
-            put(
-                k("context_length"),
-                u32_of(cfg.context_length, "context_length")?.into(),
-            )?;
-            put(
-                k("embedding_length"),
-                u32_of(cfg.hidden_size, "embedding_length")?.into(),
-            )?;
-            put(k("block_count"), u32_of(cfg.num_layers, "block_count")?.into())?;
-            put(
-                k("feed_forward_length"),
-                u32_of(cfg.intermediate_size, "feed_forward_length")?.into(),
-            )?;
-            put(
-                k("rope.dimension_count"),
-                u32_of(cfg.rope_dim, "rope.dimension_count")?.into(),
-            )?;
-            put(k("attention.head_count"), u32_of(cfg.num_heads, "head_count")?.into())?;
-            put(
-                k("attention.head_count_kv"),
-                u32_of(cfg.num_kv_heads, "head_count_kv")?.into(),
-            )?;
+            for key in [
+                "vocab_size",
+                "context_length",
+                "embedding_length",
+                "block_count",
+                "feed_forward_length",
+                "rope.dimension_count",
+                "attention.head_count",
+                "attention.head_count_kv",
+            ] {
+                hp(&mut put, key)?;
+            }
             put("tokenizer.ggml.add_bos_token".into(), t.add_bos.unwrap_or(true).into())?;
             put(k("attention.layer_norm_rms_epsilon"), cfg.rms_eps.into())?;
             put(k("rope.freq_base"), cfg.rope_theta.into())?;
@@ -318,29 +322,18 @@ pub fn write_metadata(
         Layout::LlamaCpp { file_type } => {
             put("general.type".into(), "model".into())?;
             put("general.name".into(), name.into())?;
-            put(k("vocab_size"), u32_of(cfg.vocab_size, "vocab_size")?.into())?;
-            put(k("block_count"), u32_of(cfg.num_layers, "block_count")?.into())?;
-            put(
-                k("context_length"),
-                u32_of(cfg.context_length, "context_length")?.into(),
-            )?;
-            put(
-                k("embedding_length"),
-                u32_of(cfg.hidden_size, "embedding_length")?.into(),
-            )?;
-            put(
-                k("feed_forward_length"),
-                u32_of(cfg.intermediate_size, "feed_forward_length")?.into(),
-            )?;
-            put(k("attention.head_count"), u32_of(cfg.num_heads, "head_count")?.into())?;
-            put(
-                k("attention.head_count_kv"),
-                u32_of(cfg.num_kv_heads, "head_count_kv")?.into(),
-            )?;
-            put(
-                k("rope.dimension_count"),
-                u32_of(cfg.rope_dim, "rope.dimension_count")?.into(),
-            )?;
+            for key in [
+                "vocab_size",
+                "block_count",
+                "context_length",
+                "embedding_length",
+                "feed_forward_length",
+                "attention.head_count",
+                "attention.head_count_kv",
+                "rope.dimension_count",
+            ] {
+                hp(&mut put, key)?;
+            }
             put(k("rope.freq_base"), cfg.rope_theta.into())?;
             put(k("attention.layer_norm_rms_epsilon"), cfg.rms_eps.into())?;
             let act = match cfg.ffn_act {
