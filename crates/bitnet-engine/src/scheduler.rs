@@ -1,7 +1,9 @@
-//! Continuous batching: one thread owns the model's decoding and advances every active sequence together
-//! with [`BitNetModel::forward_batch`] (the ternary weights are read once per step for the whole batch).
-//! A request joins the batch between two steps (after its prompt is prefilled) and leaves it as soon as it
-//! finishes, so short and long requests share the machine without waiting for each other.
+//! Continuous batching: one thread owns the model and advances every active sequence together with
+//! [`BitNetModel::forward_spans`] (the ternary weights are read once per step for the whole batch). A
+//! request joins between two steps and leaves as soon as it finishes, so short and long requests share the
+//! machine without waiting for each other. Prompts are prefilled in chunks inside the same steps as the
+//! running sequences' decoding (at most `prefill_chunk` prompt tokens per step), so a new request neither
+//! stalls the others for its whole prompt nor waits for them.
 //!
 //! Bounded on purpose: at most `slots` sequences decode at once and at most `queue` requests wait; a
 //! submission beyond that fails at once ([`SubmitError::QueueFull`]) so the server can answer 429 instead
@@ -14,7 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bitnet_model::{BitNetModel, InferenceState, LogitsWanted, Tokenizer, Workspace};
+use bitnet_model::{BitNetModel, InferenceState, Tokenizer, Workspace};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::decoding::Decoding;
@@ -29,6 +31,15 @@ pub struct SchedulerConfig {
     pub queue: usize,
     /// Context size (KV cache positions) of each slot: prompt + generated tokens must fit.
     pub ctx: usize,
+    /// Most prompt tokens evaluated per step (shared by the prompts being prefilled). Larger: faster
+    /// prompts; smaller: shorter pauses in the running sequences' streams.
+    pub prefill_chunk: usize,
+}
+
+impl SchedulerConfig {
+    /// Prompt tokens per step unless configured otherwise: a step of 256 prompt tokens takes about a
+    /// second and a half on two cores with a 2B model.
+    pub const DEFAULT_PREFILL_CHUNK: usize = 256;
 }
 
 /// One generation request, with the channel its results go to.
@@ -148,6 +159,7 @@ impl Scheduler {
             slots: cfg.slots.max(1),
             queue: cfg.queue,
             ctx: cfg.ctx.max(1),
+            prefill_chunk: cfg.prefill_chunk.max(1),
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -225,8 +237,16 @@ struct Active {
     submitted: Instant,
     ttft_secs: f64,
     decoding: Decoding,
-    /// The token to feed at the next step.
+    /// Prompt tokens already in the KV cache; the sequence decodes once this reaches the prompt length.
+    prefilled: usize,
+    /// The token to feed at the next decoding step.
     next: u32,
+}
+
+impl Active {
+    fn prefilling(&self) -> bool {
+        self.prefilled < self.job.prompt.len()
+    }
 }
 
 struct Worker {
@@ -280,7 +300,7 @@ impl Worker {
             for (job, submitted) in new_jobs {
                 self.admit(job, submitted);
             }
-            self.decode_step();
+            self.step();
             self.publish_occupancy();
         }
     }
@@ -293,7 +313,7 @@ impl Worker {
             .store(self.shared.cfg.slots - n, Ordering::Release);
     }
 
-    /// Prefills a new job's prompt into a free slot and emits its first token.
+    /// Checks a new job and gives it a free slot; its prompt is evaluated by the next steps.
     fn admit(&mut self, job: Job, submitted: Instant) {
         let Some(slot) = self.active.iter().position(|a| a.is_none()) else {
             // Cannot happen (jobs are taken only for free slots); refuse rather than lose the job.
@@ -313,9 +333,8 @@ impl Worker {
             )));
             return;
         }
-        let model = Arc::clone(&self.model);
         if self.states[slot].is_none() {
-            match InferenceState::try_new(&model, ctx) {
+            match InferenceState::try_new(&self.model, ctx) {
                 Ok(s) => self.states[slot] = Some(s),
                 Err(e) => {
                     self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
@@ -328,90 +347,87 @@ impl Worker {
             return;
         };
         state.reset();
-        let t0 = Instant::now();
-        let logits = model
-            .forward(&job.prompt, state, LogitsWanted::Last)
-            .map(|l| l.to_vec());
-        let st = &self.shared.stats;
-        st.busy_micros_total
-            .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-        let logits = match logits {
-            Ok(l) => l,
-            Err(e) => {
-                st.errors_total.fetch_add(1, Ordering::Relaxed);
-                let _ = job.events.send(Event::Error(format!("{e:#}")));
-                return;
-            }
-        };
-        st.prompt_tokens_total
-            .fetch_add(job.prompt.len() as u64, Ordering::Relaxed);
-        // After the prompt the cache holds prompt.len() < ctx positions: the first token always fits.
-        let mut decoding = Decoding::new(&self.tok, &job.opts, &job.prompt);
-        let step = if decoding.exhausted() {
-            Ok(crate::decoding::Step {
-                token: None,
-                text: String::new(),
-                finished: Some(StopReason::Length),
-            })
-        } else {
-            decoding.step(&logits, true)
-        };
-        let a = Active {
-            ttft_secs: submitted.elapsed().as_secs_f64(),
+        let decoding = Decoding::new(&self.tok, &job.opts, &job.prompt);
+        self.active[slot] = Some(Active {
             job,
             submitted,
+            ttft_secs: 0.0,
             decoding,
+            prefilled: 0,
             next: 0,
-        };
-        self.active[slot] = Some(a);
-        self.apply_step(slot, step);
+        });
     }
 
-    /// One batched decode step over every active sequence.
-    fn decode_step(&mut self) {
+    /// One step over every active sequence: a decoding step for the running ones and the next prompt
+    /// chunk for those being prefilled, in one [`BitNetModel::forward_spans`] call.
+    fn step(&mut self) {
         // Drop sequences whose client went away before spending compute on them.
         for slot in 0..self.active.len() {
             if self.active[slot].as_ref().is_some_and(|a| a.job.events.is_closed()) {
                 self.finish(slot, StopReason::Cancelled);
             }
         }
-        let slots: Vec<usize> = (0..self.active.len()).filter(|&i| self.active[i].is_some()).collect();
-        if slots.is_empty() {
+        // (slot, span length) in slot order; prompt chunks share the step's prefill budget.
+        let mut budget = self.shared.cfg.prefill_chunk;
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        let mut tokens: Vec<u32> = Vec::new();
+        for (slot, a) in self.active.iter().enumerate() {
+            let Some(a) = a else { continue };
+            if a.prefilling() {
+                let len = budget.min(a.job.prompt.len() - a.prefilled);
+                if len == 0 {
+                    continue;
+                }
+                budget -= len;
+                tokens.extend_from_slice(&a.job.prompt[a.prefilled..a.prefilled + len]);
+                spans.push((slot, len));
+            } else {
+                tokens.push(a.next);
+                spans.push((slot, 1));
+            }
+        }
+        if spans.is_empty() {
             return;
         }
-        let tokens: Vec<u32> = slots
-            .iter()
-            .filter_map(|&i| self.active[i].as_ref().map(|a| a.next))
-            .collect();
+        let lens: Vec<usize> = spans.iter().map(|&(_, l)| l).collect();
         let t0 = Instant::now();
         let logits = {
-            let mut refs: Vec<&mut InferenceState> = self
-                .states
-                .iter_mut()
-                .enumerate()
-                .filter(|(i, _)| slots.contains(i))
-                .filter_map(|(_, s)| s.as_mut())
-                .collect();
-            if refs.len() != slots.len() {
+            let mut refs: Vec<&mut InferenceState> = Vec::with_capacity(spans.len());
+            let mut want = spans.iter().map(|&(s, _)| s).peekable();
+            for (i, st) in self.states.iter_mut().enumerate() {
+                if want.peek() == Some(&i) {
+                    want.next();
+                    if let Some(st) = st.as_mut() {
+                        refs.push(st);
+                    }
+                }
+            }
+            if refs.len() != spans.len() {
                 Err(anyhow::anyhow!("internal error: an active slot has no state"))
             } else {
                 self.model
-                    .forward_batch(&tokens, &mut refs, &mut self.ws)
+                    .forward_spans(&tokens, &mut refs, &lens, &mut self.ws)
                     .map(|l| l.to_vec())
             }
         };
         let secs = t0.elapsed().as_secs_f64();
+        let decoding = spans
+            .iter()
+            .filter(|&&(s, _)| self.active[s].as_ref().is_some_and(|a| !a.prefilling()))
+            .count();
         let st = self.stats();
         st.busy_micros_total.fetch_add((secs * 1e6) as u64, Ordering::Relaxed);
-        st.decode_steps_total.fetch_add(1, Ordering::Relaxed);
-        st.decode_batch_tokens_total
-            .fetch_add(slots.len() as u64, Ordering::Relaxed);
-        st.record_step(slots.len(), secs);
+        if decoding > 0 {
+            st.decode_steps_total.fetch_add(1, Ordering::Relaxed);
+            st.decode_batch_tokens_total
+                .fetch_add(decoding as u64, Ordering::Relaxed);
+            st.record_step(decoding, secs);
+        }
         let logits = match logits {
             Ok(l) => l,
             Err(e) => {
                 let msg = format!("{e:#}");
-                for &slot in &slots {
+                for &(slot, _) in &spans {
                     if let Some(a) = self.active[slot].take() {
                         self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
                         let _ = a.job.events.send(Event::Error(msg.clone()));
@@ -420,15 +436,38 @@ impl Worker {
                 return;
             }
         };
-        let vocab = logits.len() / slots.len();
-        for (row, &slot) in slots.iter().enumerate() {
+        let vocab = logits.len() / spans.len();
+        for (row, &(slot, len)) in spans.iter().enumerate() {
+            let row_logits = &logits[row * vocab..(row + 1) * vocab];
             let context_left = self.states[slot].as_ref().is_some_and(|s| s.pos < s.cache.capacity());
             let Some(a) = self.active[slot].as_mut() else { continue };
-            let step = a.decoding.step(&logits[row * vocab..(row + 1) * vocab], context_left);
+            let step = if a.prefilling() {
+                a.prefilled += len;
+                if a.prefilling() {
+                    continue;
+                }
+                // The prompt is in: this row is the first token's distribution.
+                self.shared
+                    .stats
+                    .prompt_tokens_total
+                    .fetch_add(a.job.prompt.len() as u64, Ordering::Relaxed);
+                a.ttft_secs = a.submitted.elapsed().as_secs_f64();
+                if a.decoding.exhausted() {
+                    Ok(crate::decoding::Step {
+                        token: None,
+                        text: String::new(),
+                        finished: Some(StopReason::Length),
+                    })
+                } else {
+                    // After the prompt the cache holds fewer than ctx positions: the token fits.
+                    a.decoding.step(row_logits, true)
+                }
+            } else {
+                a.decoding.step(row_logits, context_left)
+            };
             self.apply_step(slot, step);
         }
     }
-
     /// Sends a step's text and either schedules its token or ends the sequence.
     fn apply_step(&mut self, slot: usize, step: anyhow::Result<crate::decoding::Step>) {
         let Some(a) = self.active[slot].as_mut() else { return };

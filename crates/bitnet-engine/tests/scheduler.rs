@@ -77,6 +77,8 @@ fn batched_outputs_equal_single_sequence_outputs() {
             slots: 3,
             queue: 16,
             ctx,
+            // Small, so that prompts span several steps and share them with other requests' decoding.
+            prefill_chunk: 3,
         },
     );
     let rxs: Vec<_> = want
@@ -121,6 +123,7 @@ fn full_queue_refuses_and_dropped_client_frees_the_slot() {
             slots: 1,
             queue: 1,
             ctx: 4096,
+            prefill_chunk: SchedulerConfig::DEFAULT_PREFILL_CHUNK,
         },
     );
     let job = |max| {
@@ -187,6 +190,7 @@ fn stop_strings_and_invalid_prompts() {
             slots: 2,
             queue: 2,
             ctx: 128,
+            prefill_chunk: SchedulerConfig::DEFAULT_PREFILL_CHUNK,
         },
     );
     let (tx, rx) = unbounded_channel();

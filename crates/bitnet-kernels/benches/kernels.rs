@@ -84,8 +84,8 @@ fn float_head(c: &mut Criterion) {
         .collect();
     let f16m = FloatMatrix::new(FloatFormat::F16, rows, COLS, Bytes::from_vec(head)).unwrap();
     let q8 = f16m.to_q8_0().unwrap();
-    let x: Vec<f32> = (0..4 * COLS).map(|i| ((i * 31) % 200) as f32 * 0.01 - 1.0).collect();
-    let mut y = vec![0f32; 4 * rows];
+    let x: Vec<f32> = (0..8 * COLS).map(|i| ((i * 31) % 200) as f32 * 0.01 - 1.0).collect();
+    let mut y = vec![0f32; 8 * rows];
     let mut g = c.benchmark_group("head_gemv");
     for (name, m, bytes) in [("f16", &f16m, rows * COLS * 2), ("q8_0", &q8, rows * COLS / 32 * 34)] {
         g.throughput(Throughput::Bytes(bytes as u64));
@@ -96,11 +96,11 @@ fn float_head(c: &mut Criterion) {
         }
     }
     g.finish();
-    let mut g = c.benchmark_group("head_gemm_4tok");
-    g.throughput(Throughput::Elements((rows * COLS * 4) as u64));
+    let mut g = c.benchmark_group("head_gemm_8tok");
+    g.throughput(Throughput::Elements((rows * COLS * 8) as u64));
     for level in supported_simd_levels() {
         g.bench_function(BenchmarkId::new("f16", format!("{level:?}")), |b| {
-            b.iter(|| f16m.gemm_with(level, black_box(&x), 4, 0, rows, &mut y, rows))
+            b.iter(|| f16m.gemm_with(level, black_box(&x), 8, 0, rows, &mut y, rows))
         });
     }
     g.finish();

@@ -41,6 +41,24 @@ pub fn quantize_row_i8_with(level: SimdLevel, x: &[f32], q: &mut [i8]) -> f32 {
     }
 }
 
+/// Sum of int8 values (the ternary kernels subtract `sum(q)` per token to turn unsigned 0..=2 codes
+/// back into -1..=1). Every level gives the same (exact) result.
+pub fn sum_i8_with(level: SimdLevel, q: &[i8]) -> i32 {
+    match level.clamp_to_cpu() {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 | SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+            // SAFETY: these levels imply AVX2, which clamp_to_cpu checked.
+            unsafe { crate::x86::act_quant::sum_i8_avx2(q) }
+        }
+        _ => sum_i8_scalar(q),
+    }
+}
+
+/// Scalar twin of [`sum_i8_with`].
+pub(crate) fn sum_i8_scalar(q: &[i8]) -> i32 {
+    q.iter().map(|&v| i32::from(v)).sum()
+}
+
 /// Scalar twin of the SIMD quantizers (and the reference for their tests).
 pub(crate) fn quantize_row_i8_scalar(x: &[f32], q: &mut [i8]) -> f32 {
     let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));

@@ -23,7 +23,7 @@ mod ternary;
 mod x86;
 mod zeroed;
 
-pub use act_quant::{quantize_row_i8, quantize_row_i8_with, ternarize_absmean};
+pub use act_quant::{quantize_row_i8, quantize_row_i8_with, sum_i8_with, ternarize_absmean};
 pub use bytes::Bytes;
 pub use error::KernelError;
 pub use float::{dot_f32, FloatFormat, FloatMatrix};

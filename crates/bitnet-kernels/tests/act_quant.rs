@@ -1,7 +1,7 @@
 //! quantize_row_i8 at every SIMD level equals the scalar reference bit for bit (including the
 //! round-half-to-even ties), and the scalar reference equals the PyTorch formula.
 
-use bitnet_kernels::{quantize_row_i8_with, supported_simd_levels, SimdLevel};
+use bitnet_kernels::{quantize_row_i8_with, sum_i8_with, supported_simd_levels, SimdLevel};
 use proptest::prelude::*;
 
 /// The reference formula, written independently of the crate.
@@ -38,6 +38,15 @@ proptest! {
     #[test]
     fn tiny_and_mixed_magnitudes(x in proptest::collection::vec(prop_oneof![-1e-6f32..1e-6, -3.0f32..3.0, Just(0.0)], 0..100)) {
         check(&x)?;
+    }
+
+    /// sum_i8 at every level equals a plain i32 sum, for odd lengths and the extremes -128 / 127.
+    #[test]
+    fn sum_i8_levels(q in proptest::collection::vec(prop_oneof![any::<i8>(), Just(-128i8), Just(127i8)], 0..400)) {
+        let want: i32 = q.iter().map(|&v| i32::from(v)).sum();
+        for level in supported_simd_levels() {
+            prop_assert_eq!(sum_i8_with(level, &q), want, "{:?}", level);
+        }
     }
 
     /// Rows whose max is 127 (sx = 1) with half-integer values: every value is a tie.

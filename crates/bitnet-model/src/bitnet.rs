@@ -130,6 +130,8 @@ struct Buffers {
     sin: Vec<f32>,
     /// Attention scores, one row of cache-capacity length per parallel task.
     scores: Vec<f32>,
+    /// Sequence index (within the call) and position of each token.
+    tok_seq: Vec<(usize, usize)>,
     quant: QuantScratch,
 }
 
@@ -167,16 +169,18 @@ impl InferenceState {
 enum Seqs<'a, 'b> {
     /// All tokens continue one sequence, at consecutive positions from `pos`.
     One { cache: &'a mut KvCache, pos: usize },
-    /// Token `i` continues sequence `i` (batched decoding).
-    Many(&'a mut [&'b mut InferenceState]),
+    /// Span `i` is `lens[i]` consecutive tokens continuing sequence `i` from its position (`lens: None`:
+    /// one token each, batched decoding). Prefill chunks and decoding steps of different sequences
+    /// thus share one pass over the weights.
+    Spans {
+        states: &'a mut [&'b mut InferenceState],
+        lens: Option<&'a [usize]>,
+    },
 }
 
 impl Seqs<'_, '_> {
-    fn pos_of(&self, t: usize) -> usize {
-        match self {
-            Seqs::One { pos, .. } => pos + t,
-            Seqs::Many(s) => s[t].pos,
-        }
+    fn span_len(lens: Option<&[usize]>, i: usize) -> usize {
+        lens.map_or(1, |l| l[i])
     }
 }
 
@@ -235,20 +239,69 @@ impl BitNetModel {
         states: &mut [&mut InferenceState],
         ws: &'w mut Workspace,
     ) -> Result<&'w [f32]> {
-        let n = tokens.len();
-        if n == 0 || n != states.len() {
-            bail!("forward_batch: {n} tokens for {} sequences", states.len());
+        if tokens.len() != states.len() {
+            bail!("forward_batch: {} tokens for {} sequences", tokens.len(), states.len());
+        }
+        self.spans(tokens, states, None, ws)
+    }
+
+    /// Several sequences advanced together, each by its own number of tokens: sequence `i` takes the
+    /// next `lens[i]` tokens of `tokens` (spans in order) at its own positions. Prompt chunks of new
+    /// requests and single decoding steps of running ones thus share one pass over the weights
+    /// (continuous batching with chunked prefill). Returns the logits of each span's last token,
+    /// `[states.len(), vocab]`. Results equal running each sequence alone.
+    pub fn forward_spans<'w>(
+        &self,
+        tokens: &[u32],
+        states: &mut [&mut InferenceState],
+        lens: &[usize],
+        ws: &'w mut Workspace,
+    ) -> Result<&'w [f32]> {
+        if lens.len() != states.len() {
+            bail!(
+                "forward_spans: {} span lengths for {} sequences",
+                lens.len(),
+                states.len()
+            );
+        }
+        if let Some(i) = lens.iter().position(|&l| l == 0) {
+            bail!("forward_spans: span {i} has no tokens");
+        }
+        let total = lens.iter().try_fold(0usize, |a, &l| a.checked_add(l));
+        if total != Some(tokens.len()) {
+            bail!(
+                "forward_spans: span lengths do not add up to the {} tokens",
+                tokens.len()
+            );
+        }
+        self.spans(tokens, states, Some(lens), ws)
+    }
+
+    fn spans<'w>(
+        &self,
+        tokens: &[u32],
+        states: &mut [&mut InferenceState],
+        lens: Option<&[usize]>,
+        ws: &'w mut Workspace,
+    ) -> Result<&'w [f32]> {
+        if tokens.is_empty() || states.is_empty() {
+            bail!("no tokens to evaluate");
         }
         for (i, s) in states.iter().enumerate() {
-            if s.pos >= s.cache.capacity() {
-                bail!("sequence {i}: context is full ({} tokens)", s.cache.capacity());
+            let n = Seqs::span_len(lens, i);
+            if s.pos + n > s.cache.capacity() {
+                bail!(
+                    "sequence {i}: context is full: {} tokens in the cache + {n} new > context size {}",
+                    s.pos,
+                    s.cache.capacity()
+                );
             }
         }
-        self.run(tokens, Seqs::Many(states), ws, LogitsWanted::All)?;
-        for s in states.iter_mut() {
-            s.pos += 1;
+        self.run(tokens, Seqs::Spans { states, lens }, ws, LogitsWanted::All)?;
+        for (i, s) in states.iter_mut().enumerate() {
+            s.pos += Seqs::span_len(lens, i);
         }
-        Ok(&ws.logits[..self.logits_len(n, LogitsWanted::All)])
+        Ok(&ws.logits[..self.head.rows() * states.len()])
     }
 
     fn logits_len(&self, n: usize, wanted: LogitsWanted) -> usize {
@@ -269,6 +322,18 @@ impl BitNetModel {
         }
         let (h, qd, kvd, ffn) = (c.hidden_size, c.num_heads * c.head_dim, c.kv_dim(), c.intermediate_size);
         let b = &mut ws.buf;
+        b.tok_seq.clear();
+        match &seqs {
+            Seqs::One { pos, .. } => b.tok_seq.extend((0..n).map(|t| (0, pos + t))),
+            Seqs::Spans { states, lens } => {
+                for (i, s) in states.iter().enumerate() {
+                    b.tok_seq.extend((0..Seqs::span_len(*lens, i)).map(|o| (i, s.pos + o)));
+                }
+            }
+        }
+        if b.tok_seq.len() != n {
+            bail!("internal error: {} token positions for {n} tokens", b.tok_seq.len());
+        }
         let x = grow(&mut b.x, n * h);
         for (t, &id) in tokens.iter().enumerate() {
             self.embed.dequantize_row(id as usize, &mut x[t * h..(t + 1) * h]);
@@ -278,7 +343,7 @@ impl BitNetModel {
         grow(&mut b.cos, n * half);
         grow(&mut b.sin, n * half);
         for t in 0..n {
-            let p = seqs.pos_of(t);
+            let p = b.tok_seq[t].1;
             self.rope.angles(
                 p,
                 &mut b.cos[t * half..(t + 1) * half],
@@ -317,19 +382,24 @@ impl BitNetModel {
                     let reserve = cache.capacity();
                     ops::attention_with(&b.q[..n * qd], kc, vc, *pos, n, shape, attn, &mut b.scores, reserve);
                 }
-                Seqs::Many(states) => {
-                    for (t, s) in states.iter_mut().enumerate() {
-                        let p = s.pos;
-                        s.cache
-                            .store(li, p, &b.k[t * kvd..(t + 1) * kvd], &b.v[t * kvd..(t + 1) * kvd]);
+                Seqs::Spans { states, lens } => {
+                    let mut t0 = 0;
+                    for (i, s) in states.iter_mut().enumerate() {
+                        let len = Seqs::span_len(*lens, i);
+                        let (k, v) = (&b.k[t0 * kvd..(t0 + len) * kvd], &b.v[t0 * kvd..(t0 + len) * kvd]);
+                        s.cache.store(li, s.pos, k, v);
+                        t0 += len;
                     }
                     let states: &[&mut InferenceState] = states;
-                    let max_n = states.iter().map(|s| s.pos + 1).max().unwrap_or(1);
+                    let tok_seq = &b.tok_seq;
+                    let max_n = tok_seq.iter().map(|&(_, p)| p + 1).max().unwrap_or(1);
                     let reserve = states.iter().map(|s| s.cache.capacity()).max().unwrap_or(1);
+                    // Token t at position p attends to positions 0..=p of its own sequence (causal
+                    // within a prefill chunk: later tokens of the chunk are in the cache but not read).
                     let kv = |t: usize| {
-                        let n = states[t].pos + 1;
-                        let (kc, vc) = states[t].cache.layer(li, n);
-                        (kc, vc, n)
+                        let (i, p) = tok_seq[t];
+                        let (kc, vc) = states[i].cache.layer(li, p + 1);
+                        (kc, vc, p + 1)
                     };
                     ops::attention_batch(&b.q[..n * qd], n, kv, max_n, shape, attn, &mut b.scores, reserve);
                 }
@@ -356,14 +426,30 @@ impl BitNetModel {
                 *xi += pi;
             }
         }
-        let first = match wanted {
-            LogitsWanted::None => return Ok(()),
-            LogitsWanted::Last => n - 1,
-            LogitsWanted::All => 0,
+        // The rows whose logits are wanted, final-normed into xn.
+        let m = match (&seqs, wanted) {
+            (_, LogitsWanted::None) => return Ok(()),
+            (Seqs::Spans { states, lens }, _) => {
+                let xn = grow(&mut b.xn, states.len() * h);
+                let mut end = 0;
+                for i in 0..states.len() {
+                    end += Seqs::span_len(*lens, i);
+                    let row = &b.x[(end - 1) * h..end * h];
+                    ops::rmsnorm_rows(row, &self.final_norm, c.rms_eps, &mut xn[i * h..(i + 1) * h]);
+                }
+                states.len()
+            }
+            (Seqs::One { .. }, LogitsWanted::Last) => {
+                let xn = grow(&mut b.xn, h);
+                ops::rmsnorm_rows(&b.x[(n - 1) * h..n * h], &self.final_norm, c.rms_eps, xn);
+                1
+            }
+            (Seqs::One { .. }, LogitsWanted::All) => {
+                let xn = grow(&mut b.xn, n * h);
+                ops::rmsnorm_rows(&b.x[..n * h], &self.final_norm, c.rms_eps, xn);
+                n
+            }
         };
-        let m = n - first;
-        let xn = grow(&mut b.xn, m * h);
-        ops::rmsnorm_rows(&b.x[first * h..n * h], &self.final_norm, c.rms_eps, xn);
         let vocab = self.head.rows();
         let logits = grow(&mut ws.logits, m * vocab);
         matmul::float(&self.head, &b.xn[..m * h], m, logits, &mut b.quant.tmp);

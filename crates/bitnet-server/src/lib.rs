@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub queue: usize,
     /// Context per slot; None: the model's, at most 4096.
     pub ctx: Option<usize>,
+    /// Most prompt tokens evaluated per scheduler step (chunked prefill, shared with decoding).
+    pub prefill_chunk: usize,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// `--chat-template FILE|NAME`; None: the model's (or the built-in BitNet one).
@@ -54,6 +56,7 @@ impl Default for ServerConfig {
             slots: 8,
             queue: 64,
             ctx: None,
+            prefill_chunk: SchedulerConfig::DEFAULT_PREFILL_CHUNK,
             max_body_bytes: 1 << 20,
             chat_template: None,
         }
@@ -120,6 +123,7 @@ pub fn prepare(cfg: &ServerConfig, model: BitNetModel, tok: Tokenizer) -> Result
             slots: cfg.slots,
             queue: cfg.queue,
             ctx,
+            prefill_chunk: cfg.prefill_chunk,
         },
     );
     Ok(Loaded {

@@ -20,6 +20,10 @@ pub struct Args {
     /// Requests decoded together in one batch (slots).
     #[arg(long = "parallel", visible_alias = "np", default_value_t = 8)]
     pub parallel: usize,
+    /// Most prompt tokens evaluated per step, shared by the prompts being read; they run in the same
+    /// steps as the other requests' decoding (chunked prefill). Smaller: shorter pauses in other streams.
+    #[arg(short = 'b', long = "batch-size", default_value_t = bitnet_engine::SchedulerConfig::DEFAULT_PREFILL_CHUNK)]
+    pub batch_size: usize,
     /// Requests that may wait for a free slot; beyond that the server answers 429 at once.
     #[arg(long = "queue", default_value_t = 64)]
     pub queue: usize,
@@ -41,6 +45,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel must be at least 1");
+    }
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
     }
     if a.ctx_size == Some(0) {
         bail!("--ctx-size must be at least 1");
@@ -64,6 +71,7 @@ pub fn run(a: Args) -> Result<()> {
             .filter(|k| !k.is_empty()),
         slots: a.parallel,
         queue: a.queue,
+        prefill_chunk: a.batch_size,
         ctx: a.ctx_size,
         max_body_bytes: a.max_body_bytes,
         chat_template: a.chat_template.clone(),

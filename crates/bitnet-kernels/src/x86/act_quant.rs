@@ -85,3 +85,34 @@ pub(crate) unsafe fn quantize_row_i8_avx512(x: &[f32], q: &mut [i8]) -> f32 {
     }
     sx
 }
+
+/// Exact sum of int8 values: bytes are flipped to unsigned (`x ^ 0x80 = x + 128`), summed eight at a
+/// time by `vpsadbw` against zero into 64-bit lanes, and `128 * len` is subtracted at the end.
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn sum_i8_avx2(q: &[i8]) -> i32 {
+    let n = q.len();
+    let p = q.as_ptr();
+    let flip = _mm256_set1_epi8(i8::MIN);
+    let zero = _mm256_setzero_si256();
+    let mut acc = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: bytes i .. i + 32 <= n are inside q.
+        let v = unsafe { _mm256_loadu_si256(p.add(i).cast()) };
+        acc = _mm256_add_epi64(acc, _mm256_sad_epu8(_mm256_xor_si256(v, flip), zero));
+        i += 32;
+    }
+    let mut lanes = [0i64; 4];
+    // SAFETY: 32 bytes written to a 32-byte array.
+    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+    // Each lane holds at most n * 255 / 4 < 2^62: no overflow; the result fits i32 for n < 2^24.
+    let unsigned: i64 = lanes.iter().sum();
+    let mut s = unsigned - 128 * i as i64;
+    for &v in &q[i..] {
+        s += i64::from(v);
+    }
+    s as i32
+}

@@ -116,84 +116,76 @@ pub(crate) unsafe fn dot_f16_avx2(w: *const u8, x: &[f32]) -> f32 {
     s
 }
 
-/// # Safety
-/// AVX-512 F (+ F16C) available; `w` points to `2 * x.len()` readable bytes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16_avx512(w: *const u8, x: &[f32]) -> f32 {
-    let n = x.len();
-    let xp = x.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 64 <= n {
-        for (k, a) in acc.iter_mut().enumerate() {
-            // SAFETY: values i + 16k .. + 16 <= n: 32 bytes at 2(i + 16k) are inside w.
-            let (wv, xv) = unsafe {
-                (
-                    _mm512_cvtph_ps(_mm256_loadu_si256(w.add(2 * (i + 16 * k)).cast())),
-                    _mm512_loadu_ps(xp.add(i + 16 * k)),
-                )
-            };
-            *a = _mm512_fmadd_ps(wv, xv, *a);
-        }
-        i += 64;
-    }
-    while i < n {
-        let m: __mmask16 = if n - i >= 16 { 0xFFFF } else { (1u16 << (n - i)) - 1 };
-        // SAFETY: the masks limit the reads to values below n (bytes below 2n of w); masked-off
-        // lanes are not accessed.
-        let (wv, xv) = unsafe {
-            (
-                _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w.add(2 * i).cast())),
-                _mm512_maskz_loadu_ps(m, xp.add(i)),
-            )
-        };
-        acc[0] = _mm512_fmadd_ps(wv, xv, acc[0]);
-        i += 16;
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(
-        _mm512_add_ps(acc[0], acc[1]),
-        _mm512_add_ps(acc[2], acc[3]),
-    ))
-}
-
-/// [`dot_f16_avx512`] of one row with four activation vectors at once: the row is loaded and converted
-/// once for all four (batched decoding reads the output head once per step, not once per sequence).
-/// Each token's accumulators and their order are those of [`dot_f16_avx512`], so every result is
-/// bit-identical to the single-token kernel.
+/// F16 rows times f32 vectors, `R` rows x `T` tokens at once: each row's values are loaded and converted
+/// once for all `T` tokens and each token's values loaded once for all `R` rows.
+///
+/// Every (row, token) result has the same four partial sums (groups of 16 values in turn, then a masked
+/// tail into the first) added in the same order, so results are bit-identical for every `R` and `T`:
+/// batched decoding gives exactly the logits of one sequence.
 ///
 /// # Safety
-/// AVX-512 F (+ F16C) available; every `xs[t]` has `n` values and `w` points to `2 * n` readable bytes.
+/// AVX-512 F (+ F16C) available; every `w[r]` points to `2 * n` readable bytes and every `x[t]` to `n`
+/// readable f32 values.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-#[allow(clippy::needless_range_loop)] // acc[t][k]: indexes read more plainly than nested iterators here
-pub(crate) unsafe fn dot4_f16_avx512(w: *const u8, xs: [&[f32]; 4], n: usize) -> [f32; 4] {
-    debug_assert!(xs.iter().all(|x| x.len() >= n));
-    let xp = xs.map(|x| x.as_ptr());
-    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+#[allow(clippy::needless_range_loop)] // acc[r][t][k]: indexes read more plainly than nested iterators here
+pub(crate) unsafe fn dot_tile_f16_avx512<const R: usize, const T: usize>(
+    w: [*const u8; R],
+    x: [*const f32; T],
+    n: usize,
+) -> [[f32; T]; R] {
+    let mut acc = [[[_mm512_setzero_ps(); 4]; T]; R];
+    let mut xv = [_mm512_setzero_ps(); T];
     let mut i = 0;
     while i + 64 <= n {
         for k in 0..4 {
-            // SAFETY: values i + 16k .. + 16 <= n: 32 bytes at 2(i + 16k) are inside w.
-            let wv = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(w.add(2 * (i + 16 * k)).cast())) };
-            for t in 0..4 {
-                // SAFETY: i + 16k + 16 <= n <= xs[t].len().
-                let xv = unsafe { _mm512_loadu_ps(xp[t].add(i + 16 * k)) };
-                acc[t][k] = _mm512_fmadd_ps(wv, xv, acc[t][k]);
+            let j = i + 16 * k;
+            for t in 0..T {
+                // SAFETY: j + 16 <= n values are readable at x[t].
+                xv[t] = unsafe { _mm512_loadu_ps(x[t].add(j)) };
+            }
+            for r in 0..R {
+                // SAFETY: values j .. j + 16 <= n: bytes 2j .. 2j + 32 are inside w[r].
+                let wv = unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(w[r].add(2 * j).cast())) };
+                for t in 0..T {
+                    acc[r][t][k] = _mm512_fmadd_ps(wv, xv[t], acc[r][t][k]);
+                }
             }
         }
         i += 64;
     }
     while i < n {
         let m: __mmask16 = if n - i >= 16 { 0xFFFF } else { (1u16 << (n - i)) - 1 };
-        // SAFETY: the mask limits the reads to values below n (bytes below 2n of w).
-        let wv = unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w.add(2 * i).cast())) };
-        for t in 0..4 {
-            // SAFETY: as above, lanes at or past n are masked off and not accessed.
-            let xv = unsafe { _mm512_maskz_loadu_ps(m, xp[t].add(i)) };
-            acc[t][0] = _mm512_fmadd_ps(wv, xv, acc[t][0]);
+        for t in 0..T {
+            // SAFETY: the mask limits the reads to values below n; masked-off lanes are not accessed.
+            xv[t] = unsafe { _mm512_maskz_loadu_ps(m, x[t].add(i)) };
+        }
+        for r in 0..R {
+            // SAFETY: as above, for bytes below 2n of w[r].
+            let wv = unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w[r].add(2 * i).cast())) };
+            for t in 0..T {
+                acc[r][t][0] = _mm512_fmadd_ps(wv, xv[t], acc[r][t][0]);
+            }
         }
         i += 16;
     }
-    acc.map(|a| _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))))
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            let a = &acc[r][t];
+            out[r][t] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
+        }
+    }
+    out
+}
+
+/// One F16 row times one vector: the 1 x 1 [`dot_tile_f16_avx512`].
+///
+/// # Safety
+/// AVX-512 F (+ F16C) available; `w` points to `2 * x.len()` readable bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_f16_avx512(w: *const u8, x: &[f32]) -> f32 {
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_tile_f16_avx512::<1, 1>([w], [x.as_ptr()], x.len())[0][0] }
 }
 
 /// # Safety
