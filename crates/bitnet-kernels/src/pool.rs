@@ -173,6 +173,37 @@ pub fn for_each_chunk_pair_mut<A: Send, B: Send>(
     });
 }
 
+/// [`for_each_chunk_mut`] over several slices in one operation (one wake-up and one barrier instead of
+/// one per slice): slice `k` is cut into chunks of `chunk[k]` elements and `f(k, chunk_index, chunk)`
+/// runs once for each chunk of each slice.
+///
+/// # Panics
+/// If a chunk size is 0.
+pub fn for_each_chunk_of_mut<T: Send, const K: usize>(
+    data: [&mut [T]; K],
+    chunk: [usize; K],
+    f: impl Fn(usize, usize, &mut [T]) + Sync,
+) {
+    assert!(chunk.iter().all(|&c| c > 0), "for_each_chunk_of_mut: chunk size 0");
+    let lens: [usize; K] = std::array::from_fn(|k| data[k].len());
+    let counts: [usize; K] = std::array::from_fn(|k| lens[k].div_ceil(chunk[k]));
+    let ptrs = data.map(|d| SendPtr(d.as_mut_ptr()));
+    let total: usize = counts.iter().sum();
+    run(total, |mut i| {
+        let mut k = 0;
+        while i >= counts[k] {
+            i -= counts[k];
+            k += 1;
+        }
+        let a = i * chunk[k];
+        let n = chunk[k].min(lens[k] - a);
+        // SAFETY: task (k, i) is run exactly once; its range a..a+n lies inside slice k and is
+        // disjoint from every other task's; every slice is mutably borrowed for the whole call.
+        let c = unsafe { std::slice::from_raw_parts_mut(ptrs[k].get().add(a), n) };
+        f(k, i, c)
+    });
+}
+
 struct SendPtr<T>(*mut T);
 impl<T> SendPtr<T> {
     fn get(&self) -> *mut T {

@@ -26,18 +26,51 @@ impl Linear {
         Linear { w, out_scale: None }
     }
 
-    /// `y = W · quant_i8(x)` for `n_tok` rows of `x`, using `xq`/`xs` as quantization scratch.
+    /// `y = W · quant_i8(x)` for `n_tok` rows of `x`, using `s` as quantization scratch.
     pub fn forward(&self, x: &[f32], n_tok: usize, s: &mut QuantScratch, y: &mut [f32]) {
+        s.quantize(x, n_tok, self.w.cols());
+        self.forward_quantized(n_tok, s, y);
+    }
+
+    /// `y = W · xq` for the `n_tok` rows that [`QuantScratch::quantize`] last wrote to `s` (so that
+    /// projections of the same input, q/k/v and gate/up, quantize it once).
+    ///
+    /// # Panics
+    /// If `s` does not hold `n_tok` rows of this matrix's width.
+    pub fn forward_quantized(&self, n_tok: usize, s: &mut QuantScratch, y: &mut [f32]) {
         let cols = self.w.cols();
-        s.xq.resize(n_tok * cols, 0);
-        s.xs.resize(n_tok, 0.0);
-        for t in 0..n_tok {
-            s.xs[t] = quantize_row_i8(&x[t * cols..(t + 1) * cols], &mut s.xq[t * cols..(t + 1) * cols]);
-        }
+        assert!(
+            s.xs.len() >= n_tok && s.xq.len() >= n_tok * cols,
+            "forward_quantized: scratch holds fewer than {n_tok} rows of {cols}"
+        );
         let rows = self.w.rows();
         let y = &mut y[..n_tok * rows];
         matmul::ternary(&self.w, &s.xq[..n_tok * cols], &s.xs[..n_tok], y, &mut s.tmp);
         if let Some(sc) = self.out_scale {
+            y.iter_mut().for_each(|v| *v *= sc);
+        }
+    }
+}
+
+/// [`Linear::forward_quantized`] for several projections of the same quantized input at once (one
+/// pool operation for q/k/v, one for gate/up). `ys[k]` receives `[n_tok, ls[k].rows]`.
+fn forward_many<const K: usize>(ls: [&Linear; K], n_tok: usize, s: &mut QuantScratch, ys: [&mut [f32]; K]) {
+    let cols = ls[0].w.cols();
+    assert!(
+        ls.iter().all(|l| l.w.cols() == cols) && s.xs.len() >= n_tok && s.xq.len() >= n_tok * cols,
+        "forward_many: projections of different widths or too few quantized rows"
+    );
+    let mut k = 0;
+    let mut ys = ys.map(|y| {
+        k += 1;
+        &mut y[..n_tok * ls[k - 1].w.rows()]
+    });
+    let ws = ls.map(|l| &l.w);
+    let QuantScratch { xq, xs, tmp } = s;
+    let views = ys.each_mut().map(|y| &mut **y);
+    matmul::ternary_many(ws, &xq[..n_tok * cols], &xs[..n_tok], views, tmp);
+    for (l, y) in ls.iter().zip(ys.iter_mut()) {
+        if let Some(sc) = l.out_scale {
             y.iter_mut().for_each(|v| *v *= sc);
         }
     }
@@ -49,6 +82,17 @@ pub struct QuantScratch {
     pub xq: Vec<i8>,
     pub xs: Vec<f32>,
     pub tmp: Vec<f32>,
+}
+
+impl QuantScratch {
+    /// Quantizes `n_tok` rows of `cols` values of `x` to int8 (per-token absmax) into `xq` / `xs`.
+    pub fn quantize(&mut self, x: &[f32], n_tok: usize, cols: usize) {
+        self.xq.resize(n_tok * cols, 0);
+        self.xs.resize(n_tok, 0.0);
+        for t in 0..n_tok {
+            self.xs[t] = quantize_row_i8(&x[t * cols..(t + 1) * cols], &mut self.xq[t * cols..(t + 1) * cols]);
+        }
+    }
 }
 
 /// One transformer block.
@@ -359,12 +403,11 @@ impl BitNetModel {
             let x = &mut b.x[..n * h];
             let xn = grow(&mut b.xn, n * h.max(qd));
             ops::rmsnorm_rows(x, &l.attn_norm, c.rms_eps, &mut xn[..n * h]);
-            let q = grow(&mut b.q, n * qd);
-            l.wq.forward(&b.xn, n, &mut b.quant, q);
-            let k = grow(&mut b.k, n * kvd);
-            l.wk.forward(&b.xn, n, &mut b.quant, k);
-            let v = grow(&mut b.v, n * kvd);
-            l.wv.forward(&b.xn, n, &mut b.quant, v);
+            b.quant.quantize(&b.xn[..n * h], n, h);
+            grow(&mut b.q, n * qd);
+            grow(&mut b.k, n * kvd);
+            grow(&mut b.v, n * kvd);
+            forward_many([&l.wq, &l.wk, &l.wv], n, &mut b.quant, [&mut b.q, &mut b.k, &mut b.v]);
             for t in 0..n {
                 let (cs, sn) = (&b.cos[t * half..(t + 1) * half], &b.sin[t * half..(t + 1) * half]);
                 for hq in b.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
@@ -411,10 +454,10 @@ impl BitNetModel {
                 *xi += pi;
             }
             ops::rmsnorm_rows(&b.x[..n * h], &l.ffn_norm, c.rms_eps, &mut b.xn[..n * h]);
-            let gate = grow(&mut b.gate, n * ffn);
-            l.w_gate.forward(&b.xn, n, &mut b.quant, gate);
-            let up = grow(&mut b.up, n * ffn);
-            l.w_up.forward(&b.xn, n, &mut b.quant, up);
+            b.quant.quantize(&b.xn[..n * h], n, h);
+            grow(&mut b.gate, n * ffn);
+            grow(&mut b.up, n * ffn);
+            forward_many([&l.w_gate, &l.w_up], n, &mut b.quant, [&mut b.gate, &mut b.up]);
             let act = c.ffn_act;
             for (g, u) in b.gate[..n * ffn].iter_mut().zip(&b.up[..n * ffn]) {
                 *g = act.apply(*g) * u;

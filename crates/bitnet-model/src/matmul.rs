@@ -46,6 +46,62 @@ pub fn ternary(w: &TernaryMatrix, xq: &[i8], xs: &[f32], y: &mut [f32], tmp: &mu
     }
 }
 
+/// [`ternary`] for several matrices of the same input (q/k/v, gate/up) in one pool operation, so
+/// the threads meet once rather than once per matrix. `ys[k]` is `[n_tok, ws[k].rows()]`.
+pub fn ternary_many<const K: usize>(
+    ws: [&TernaryMatrix; K],
+    xq: &[i8],
+    xs: &[f32],
+    ys: [&mut [f32]; K],
+    tmp: &mut Vec<f32>,
+) {
+    let n_tok = xs.len();
+    let rows: [usize; K] = std::array::from_fn(|k| ws[k].rows());
+    let total: usize = rows.iter().sum();
+    // Chunks sized from all the rows together: about 4 tasks per thread in all.
+    let chunk = total
+        .div_ceil(pool::num_threads().max(1) * 4)
+        .next_multiple_of(16)
+        .max(16);
+    if n_tok == 1 {
+        let mut k = 0;
+        let ys = ys.map(|y| {
+            k += 1;
+            &mut y[..rows[k - 1]]
+        });
+        pool::for_each_chunk_of_mut(ys, [chunk; K], |k, ci, yc| ws[k].gemv(xq, xs[0], ci * chunk, yc));
+        return;
+    }
+    if tmp.len() < total * n_tok {
+        tmp.resize(total * n_tok, 0.0);
+    }
+    // Each matrix's blocks go to its own region of `tmp` ([block][token][row]), then are scattered.
+    let parts: [&mut [f32]; K] = {
+        let mut rest = &mut tmp[..total * n_tok];
+        std::array::from_fn(|k| {
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(rows[k] * n_tok);
+            rest = b;
+            a
+        })
+    };
+    pool::for_each_chunk_of_mut(parts, [chunk * n_tok; K], |k, ci, yc| {
+        let m = yc.len() / n_tok;
+        ws[k].gemm(xq, xs, ci * chunk, m, yc, m)
+    });
+    let mut off = 0;
+    for (k, y) in ys.into_iter().enumerate() {
+        let part = &tmp[off..off + rows[k] * n_tok];
+        off += rows[k] * n_tok;
+        for (ci, yc) in part.chunks(chunk * n_tok).enumerate() {
+            let r0 = ci * chunk;
+            let m = yc.len() / n_tok;
+            for t in 0..n_tok {
+                y[t * rows[k] + r0..t * rows[k] + r0 + m].copy_from_slice(&yc[t * m..(t + 1) * m]);
+            }
+        }
+    }
+}
+
 /// `y[t] = W · x[t]` in f32 for a float/quantized matrix (the output head). `x` is `[n_tok, cols]`.
 pub fn float(w: &FloatMatrix, x: &[f32], n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>) {
     // FloatMatrix::gemm walks the rows in cache-sized tiles itself (each row read from memory once per

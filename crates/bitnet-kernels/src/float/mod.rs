@@ -258,7 +258,7 @@ impl FloatMatrix {
         debug_assert!(x.len() >= n_tok * self.cols && row0 + m <= self.rows);
         if n_tok == 1 {
             // SAFETY: as in f16_block (the callers' contract).
-            unsafe { self.f16_block::<1, 1>(x, 0, 1, row0, 0, m, y, ldy) };
+            unsafe { self.f16_block::<1, 1>(x, 0, 1, row0, 0, m, y, ldy, 0) };
             return;
         }
         let mut i0 = 0;
@@ -269,14 +269,15 @@ impl FloatMatrix {
             unsafe {
                 // 4 x 2 measured fastest (criterion head_gemm_8tok: 47 G MAC/s against 23 for 1 x 4,
                 // 36 for 2 x 2 and 4 x 1, 39 for 2 x 4 and 4 x 3).
-                self.f16_block::<4, 2>(x, 0, n_tok, row0, i0, i1, y, ldy)
+                self.f16_block::<4, 2>(x, 0, n_tok, row0, i0, i1, y, ldy, m)
             }
             i0 = i1;
         }
     }
 
     /// Tokens `t0..t1` times rows `row0 + i0..row0 + i1` in `R x T` tiles, with `1 x T`, `R x 1` and
-    /// `1 x 1` tiles at the edges. Output `(t, i)` goes to `y[t * ldy + i]`.
+    /// `1 x 1` tiles at the edges. Output `(t, i)` goes to `y[t * ldy + i]`. While the last tokens pass
+    /// over the rows (from cache), the rows one tile further on (below `prefetch_end`) are prefetched.
     ///
     /// # Safety
     /// AVX-512 F + F16C available; the rows exist; `x` holds `t1 * cols` values; `y` is long enough.
@@ -292,6 +293,7 @@ impl FloatMatrix {
         i1: usize,
         y: &mut [f32],
         ldy: usize,
+        prefetch_end: usize,
     ) {
         use crate::x86::float_dot::dot_tile_f16_avx512 as tile;
         let cols = self.cols;
@@ -333,7 +335,13 @@ impl FloatMatrix {
                         (false, false) => y[t * ldy + i] = tile::<1, 1>([wp(i)], [xp(t)], cols)[0][0],
                     }
                 }
-                i += if full_r { R } else { 1 };
+                let nr = if full_r { R } else { 1 };
+                let ahead = i + F16_ROW_TILE;
+                if t + T >= t1 && ahead + nr <= prefetch_end {
+                    let start = (row0 + ahead) * self.row_bytes;
+                    crate::simd::prefetch(&self.data[start..start + nr * self.row_bytes]);
+                }
+                i += nr;
             }
             t += if full_t { T } else { 1 };
         }

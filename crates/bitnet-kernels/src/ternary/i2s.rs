@@ -316,7 +316,7 @@ pub(crate) fn gemm_tiled(
                 if n > tmax && t0 + nt == n && c1 + (i - c0) + nr <= m {
                     let next = v.row(row0 + c1 + (i - c0));
                     let len = nr * v.stride;
-                    prefetch(&v.data[(next.as_ptr() as usize - v.data.as_ptr() as usize)..][..len]);
+                    crate::simd::prefetch(&v.data[(next.as_ptr() as usize - v.data.as_ptr() as usize)..][..len]);
                 }
                 for (rr, tile_row) in tile.iter().enumerate().take(nr) {
                     // All TILE_TOKENS lanes at once (unused ones divide by 1) so that the compiler
@@ -366,19 +366,6 @@ fn finish_tile(acc: [i32; TILE_TOKENS], xs: [f32; TILE_TOKENS], w_scale: f32) ->
     {
         core::array::from_fn(|k| finish(acc[k], xs[k], w_scale))
     }
-}
-
-/// Hints the CPU to bring `bytes` into cache (no effect on results; a no-op off x86-64).
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in bytes.chunks(64) {
-        // SAFETY: a prefetch never faults and has no architectural effect; the address is inside a
-        // live slice anyway.
-        unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }
 
 #[cfg(test)]
