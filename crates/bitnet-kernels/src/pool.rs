@@ -431,6 +431,21 @@ mod tests {
     }
 
     #[test]
+    fn chunks_of_several_slices() {
+        set_num_threads(2);
+        let (mut a, mut b, mut c) = (vec![0u32; 10], vec![0u32; 0], vec![0u32; 33]);
+        for_each_chunk_of_mut([&mut a[..], &mut b[..], &mut c[..]], [4, 2, 16], |k, ci, x| {
+            x.iter_mut().for_each(|v| *v += 100 * k as u32 + ci as u32 + 1)
+        });
+        for (i, v) in a.iter().enumerate() {
+            assert_eq!(*v, (i / 4) as u32 + 1);
+        }
+        for (i, v) in c.iter().enumerate() {
+            assert_eq!(*v, 200 + (i / 16) as u32 + 1);
+        }
+    }
+
+    #[test]
     fn task_panic_reaches_the_caller_and_pool_survives() {
         let r = std::panic::catch_unwind(|| run(64, |i| assert!(i != 37, "boom")));
         assert!(r.is_err());
