@@ -1,7 +1,10 @@
 //! The two inner loops of attention over an f32 KV cache whose rows hold all KV heads side by side
 //! (row `j` of head `h` starts at `j * stride + h * d`): scores `K·q` and the probability-weighted sum
 //! of V rows. With a long context they dominate decoding after the weights, so each has an AVX-512
-//! kernel (query and output kept in registers) next to its scalar twin.
+//! kernel (query and output kept in registers) next to its scalar twin. Between them, [`softmax`]
+//! turns scores into probabilities with a polynomial `exp` that every level evaluates with the same
+//! fused operations in the same order (libm's `expf`, one call per score, cost as much as the rest of
+//! attention at a 1024-token context).
 
 use crate::{simd_level, SimdLevel};
 
@@ -76,6 +79,98 @@ pub fn attn_weighted_sum_with(level: SimdLevel, p: &[f32], v: &[f32], stride: us
     }
 }
 
+/// Softmax in place: `x[j] = exp(x[j] - max) / sum`. Identical results at every level: the same
+/// [`exp_approx`] per value and the same summation order (16 running lane sums, then a fixed tree).
+pub fn softmax(x: &mut [f32]) {
+    softmax_with(simd_level(), x)
+}
+
+/// [`softmax`] at an explicit SIMD level (lowered to what the CPU supports).
+pub fn softmax_with(level: SimdLevel, x: &mut [f32]) {
+    match level.clamp_to_cpu() {
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+            // SAFETY: AVX-512 F is present (level clamped to the CPU).
+            unsafe { crate::x86::attention::softmax_avx512(x) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => {
+            // SAFETY: AVX2 + FMA are present (level clamped to the CPU).
+            unsafe { softmax_fma(x) }
+        }
+        _ => softmax_scalar(x),
+    }
+}
+
+/// The scalar twin compiled with FMA enabled, so that `mul_add` is one instruction instead of a libm
+/// call (same operations, same results).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn softmax_fma(x: &mut [f32]) {
+    softmax_scalar(x)
+}
+
+#[inline(always)]
+fn softmax_scalar(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut lanes = [0f32; 16];
+    for (j, v) in x.iter_mut().enumerate() {
+        *v = exp_approx(*v - max);
+        lanes[j % 16] += *v;
+    }
+    let inv = 1.0 / sum_lanes(lanes);
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// The fixed reduction tree of 16 lane sums: halves added pairwise (lane i + lane i + 8, then + 4,
+/// + 2, + 1).
+#[inline(always)]
+pub(crate) fn sum_lanes(mut l: [f32; 16]) -> f32 {
+    for w in [8, 4, 2, 1] {
+        for i in 0..w {
+            l[i] += l[i + w];
+        }
+    }
+    l[0]
+}
+
+/// Below this `exp` is taken as 0 (`exp(-87)` is near the smallest normal f32).
+pub(crate) const EXP_MIN: f32 = -87.0;
+pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in two so that `x - n ln 2` is exact enough (Cody-Waite).
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// Minimax coefficients of `(exp(r) - 1 - r) / r^2` on `|r| <= ln2 / 2` (Cephes `expf`).
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    0.166_666_65,
+    0.5,
+];
+
+/// `exp(x)` for `x <= 88` within about 2 ulp (0 below [`EXP_MIN`]): `2^n * p(r)` with `n` the nearest
+/// integer to `x / ln 2`. Written with explicit fused multiply-adds so that the SIMD kernels, which
+/// do the same operations lane by lane, agree with it bit for bit.
+#[inline(always)]
+pub fn exp_approx(x: f32) -> f32 {
+    if !(x >= EXP_MIN) {
+        return if x.is_nan() { x } else { 0.0 };
+    }
+    let n = (x * LOG2E).round_ties_even();
+    let r = n.mul_add(-LN2_HI, x);
+    let r = n.mul_add(-LN2_LO, r);
+    let mut p = EXP_POLY[0];
+    for &c in &EXP_POLY[1..] {
+        p = p.mul_add(r, c);
+    }
+    let y = p.mul_add(r * r, r) + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,8 +189,47 @@ mod tests {
             .collect()
     }
 
+    #[test]
+    fn exp_approx_is_close_to_exp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let want = (x as f64).exp();
+            let got = exp_approx(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "max relative error {worst}");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert_eq!(exp_approx(-100.0), 0.0);
+        assert_eq!(exp_approx(f32::NEG_INFINITY), 0.0);
+        assert!(exp_approx(f32::NAN).is_nan());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Softmax is bit-identical at every level (odd lengths, huge spreads, -inf entries) and sums
+        /// to one.
+        #[test]
+        fn softmax_levels_agree(n in 1usize..300, seed in 1u64..u64::MAX, mag in prop_oneof![Just(1.0f32), Just(30.0), Just(1e4)], ninf in 0usize..3) {
+            let mut x = vals(seed, n, mag);
+            for j in 0..ninf.min(n - 1) {
+                x[(j * 7) % n] = f32::NEG_INFINITY;
+            }
+            let mut want = x.clone();
+            softmax_with(SimdLevel::Scalar, &mut want);
+            let total: f32 = want.iter().sum();
+            prop_assert!((total - 1.0).abs() < 1e-4, "sum {total}");
+            let max_at = (0..n).max_by(|&a, &b| x[a].total_cmp(&x[b])).unwrap_or(0);
+            prop_assert!(want[max_at] > 0.0);
+            for level in supported_simd_levels() {
+                let mut got = x.clone();
+                softmax_with(level, &mut got);
+                prop_assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{:?}", level);
+            }
+        }
 
         /// Every level agrees with the scalar twin, for head sizes on and off the SIMD path (multiples
         /// of 16 up to 256, and odd ones), any number of positions, and large magnitudes.

@@ -92,16 +92,7 @@ fn attend_head(qh: &[f32], k: &[f32], v: &[f32], kvh: usize, n: usize, s: AttnSh
     let scale = 1.0f32 / (d as f32).sqrt();
     let sc = &mut sc[..n];
     attn_scores(qh, k, kv_dim, kvh * d, scale, sc);
-    let max = sc.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0.0f32;
-    for sj in sc.iter_mut() {
-        *sj = (*sj - max).exp();
-        sum += *sj;
-    }
-    let inv = 1.0 / sum;
-    for sj in sc.iter_mut() {
-        *sj *= inv;
-    }
+    bitnet_kernels::attention::softmax(sc);
     attn_weighted_sum(sc, v, kv_dim, kvh * d, o);
 }
 
