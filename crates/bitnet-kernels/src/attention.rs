@@ -157,8 +157,11 @@ pub(crate) const EXP_POLY: [f32; 6] = [
 /// do the same operations lane by lane, agree with it bit for bit.
 #[inline(always)]
 pub fn exp_approx(x: f32) -> f32 {
-    if !(x >= EXP_MIN) {
-        return if x.is_nan() { x } else { 0.0 };
+    if x.is_nan() {
+        return x;
+    }
+    if x < EXP_MIN {
+        return 0.0;
     }
     let n = (x * LOG2E).round_ties_even();
     let r = n.mul_add(-LN2_HI, x);
