@@ -30,6 +30,10 @@ pub struct ModelArgs {
     /// bytes per token, faster decode, slightly different logits).
     #[arg(long = "head-type", value_parser = ["file", "q8_0"], default_value = "file")]
     pub head_type: String,
+    /// KV cache type: `f32` (exact, the default) or `f16` (half the memory and faster long-context
+    /// decoding; what bitnet.cpp and llama.cpp use; llama.cpp's -ctk/-ctv).
+    #[arg(long = "cache-type", visible_alias = "ctk", value_parser = ["f32", "f16"], default_value = "f32")]
+    pub cache_type: String,
 }
 
 fn parse_act(s: &str) -> Result<FfnActivation, String> {
@@ -65,6 +69,8 @@ impl ModelArgs {
         if self.head_type == "q8_0" {
             model.requantize_head_q8_0()?;
         }
+        model.kv_type = bitnet_model::KvType::parse(&self.cache_type)
+            .ok_or_else(|| anyhow::anyhow!("--cache-type: unknown type '{}'", self.cache_type))?;
         let c = &model.cfg;
         eprintln!(
             "loaded {} ({} layers, hidden {}, vocab {}, ffn {}) in {:.2} s, {} threads",

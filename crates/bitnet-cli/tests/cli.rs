@@ -218,6 +218,31 @@ fn sampling_with_a_seed_is_reproducible() {
 }
 
 #[test]
+fn f16_kv_cache_flag() {
+    // The demo model answers the same short greedy continuation with either cache (its top-1 gaps
+    // are far larger than f16 rounding), and an unknown type is refused by name.
+    let args = |ct: &'static str| {
+        [
+            "generate",
+            "-p",
+            "Tom had a",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "--cache-type",
+            ct,
+        ]
+    };
+    let (a, _) = ok(&args("f32"));
+    let (b, _) = ok(&args("f16"));
+    assert_eq!(a, b);
+    let o = bitnet(&args("q4_0"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("q4_0"));
+}
+
+#[test]
 fn bad_input_gives_clear_errors() {
     let o = bitnet(&["generate", "-m", "/nonexistent/model.gguf", "-p", "x"]);
     assert!(!o.status.success());

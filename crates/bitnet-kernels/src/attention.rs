@@ -7,6 +7,7 @@
 //! attention at a 1024-token context).
 
 use crate::{simd_level, SimdLevel};
+use half::f16;
 
 /// `out[j] = scale * dot(q, k[j * stride + offset .. + q.len()])` for `j < out.len()`.
 ///
@@ -75,6 +76,90 @@ pub fn attn_weighted_sum_with(level: SimdLevel, p: &[f32], v: &[f32], stride: us
         let r = &v[j * stride + offset..j * stride + offset + d];
         for (o, &x) in out.iter_mut().zip(r) {
             *o += pj * x;
+        }
+    }
+}
+
+/// [`attn_scores`] over an f16 K cache (`k` holds f16 bit patterns).
+///
+/// # Panics
+/// If a K row would reach past the end of `k`.
+pub fn attn_scores_f16(q: &[f32], k: &[u16], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
+    attn_scores_f16_with(simd_level(), q, k, stride, offset, scale, out)
+}
+
+/// [`attn_scores_f16`] at an explicit SIMD level (lowered to what the CPU supports).
+pub fn attn_scores_f16_with(
+    level: SimdLevel,
+    q: &[f32],
+    k: &[u16],
+    stride: usize,
+    offset: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let d = q.len();
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            last * stride + offset + d <= k.len(),
+            "attn_scores_f16: K rows past the end"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if d.is_multiple_of(16) && d <= 256 && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+        // SAFETY: AVX-512 F + F16C are present (level clamped to the CPU); every row read is in bounds
+        // (asserted).
+        unsafe { crate::x86::attention::scores_f16_avx512(q, k, stride, offset, scale, out) };
+        return;
+    }
+    let _ = level;
+    for (j, o) in out.iter_mut().enumerate() {
+        let r = &k[j * stride + offset..j * stride + offset + d];
+        let mut acc = [0f32; 8];
+        for (i, (&a, &b)) in q.iter().zip(r).enumerate() {
+            acc[i % 8] += a * f16::from_bits(b).to_f32();
+        }
+        *o = scale * (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])));
+    }
+}
+
+/// [`attn_weighted_sum`] over an f16 V cache (`v` holds f16 bit patterns).
+///
+/// # Panics
+/// If a V row would reach past the end of `v`.
+pub fn attn_weighted_sum_f16(p: &[f32], v: &[u16], stride: usize, offset: usize, out: &mut [f32]) {
+    attn_weighted_sum_f16_with(simd_level(), p, v, stride, offset, out)
+}
+
+/// [`attn_weighted_sum_f16`] at an explicit SIMD level (lowered to what the CPU supports).
+pub fn attn_weighted_sum_f16_with(
+    level: SimdLevel,
+    p: &[f32],
+    v: &[u16],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
+    let d = out.len();
+    if let Some(last) = p.len().checked_sub(1) {
+        assert!(
+            last * stride + offset + d <= v.len(),
+            "attn_weighted_sum_f16: V rows past the end"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if d.is_multiple_of(16) && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+        // SAFETY: AVX-512 F + F16C are present (level clamped to the CPU); every row read is in bounds
+        // (asserted).
+        unsafe { crate::x86::attention::weighted_sum_f16_avx512(p, v, stride, offset, out) };
+        return;
+    }
+    let _ = level;
+    out.fill(0.0);
+    for (j, &pj) in p.iter().enumerate() {
+        let r = &v[j * stride + offset..j * stride + offset + d];
+        for (o, &x) in out.iter_mut().zip(r) {
+            *o += pj * f16::from_bits(x).to_f32();
         }
     }
 }
@@ -263,6 +348,28 @@ mod tests {
                 for i in 0..d {
                     let bound = (0..n).map(|j| (p[j] * kv[j * stride + offset + i]).abs()).sum::<f32>() * 1e-5 + 1e-30;
                     prop_assert!((o[i] - o0[i]).abs() <= bound, "{level:?} out {i}: {} vs {}", o[i], o0[i]);
+                }
+            }
+            // The f16 kernels against the f32 scalar twin on the f16-rounded cache (kept in f16 range).
+            let kv16: Vec<u16> = kv.iter().map(|&x| f16::from_f32(x.clamp(-6e4, 6e4)).to_bits()).collect();
+            let kvr: Vec<f32> = kv16.iter().map(|&b| f16::from_bits(b).to_f32()).collect();
+            let mut s1 = vec![0f32; n];
+            attn_scores_with(SimdLevel::Scalar, &q, &kvr, stride, offset, 0.125, &mut s1);
+            let mut o1 = vec![0f32; d];
+            attn_weighted_sum_with(SimdLevel::Scalar, &p, &kvr, stride, offset, &mut o1);
+            for level in supported_simd_levels() {
+                let mut s = vec![f32::NAN; n];
+                attn_scores_f16_with(level, &q, &kv16, stride, offset, 0.125, &mut s);
+                for j in 0..n {
+                    let r = &kvr[j * stride + offset..j * stride + offset + d];
+                    let bound = 0.125 * q.iter().zip(r).map(|(a, b)| (a * b).abs()).sum::<f32>() * 1e-5 + 1e-30;
+                    prop_assert!((s[j] - s1[j]).abs() <= bound, "f16 {level:?} score {j}: {} vs {}", s[j], s1[j]);
+                }
+                let mut o = vec![f32::NAN; d];
+                attn_weighted_sum_f16_with(level, &p, &kv16, stride, offset, &mut o);
+                for i in 0..d {
+                    let bound = (0..n).map(|j| (p[j] * kvr[j * stride + offset + i]).abs()).sum::<f32>() * 1e-5 + 1e-30;
+                    prop_assert!((o[i] - o1[i]).abs() <= bound, "f16 {level:?} out {i}: {} vs {}", o[i], o1[i]);
                 }
             }
         }

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use bitnet_kernels::{quantize_row_i8, FloatMatrix, TernaryMatrix};
 
 use crate::config::ModelConfig;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvType};
 use crate::matmul;
 use crate::ops::{self, AttnShape, Rope};
 
@@ -124,6 +124,8 @@ pub struct BitNetModel {
     /// head a requantized copy of the table).
     pub tied_head: bool,
     pub rope: Rope,
+    /// Element type of the KV caches that [`InferenceState::try_new`] creates (`--cache-type`).
+    pub kv_type: KvType,
 }
 
 /// Which positions' logits a forward call returns.
@@ -192,7 +194,7 @@ impl InferenceState {
     pub fn try_new(model: &BitNetModel, ctx: usize) -> Result<Self> {
         let c = &model.cfg;
         Ok(InferenceState {
-            cache: KvCache::try_new(c.num_layers, c.kv_dim(), ctx)?,
+            cache: KvCache::try_new(c.num_layers, c.kv_dim(), c.head_dim, ctx, model.kv_type)?,
             pos: 0,
             ws: Workspace::default(),
         })
@@ -421,9 +423,9 @@ impl BitNetModel {
             match &mut seqs {
                 Seqs::One { cache, pos } => {
                     cache.store(li, *pos, &b.k[..n * kvd], &b.v[..n * kvd]);
-                    let (kc, vc) = cache.layer(li, *pos + n);
+                    let kv = cache.layer(li, *pos + n);
                     let reserve = cache.capacity();
-                    ops::attention_with(&b.q[..n * qd], kc, vc, *pos, n, shape, attn, &mut b.scores, reserve);
+                    ops::attention_with(&b.q[..n * qd], kv, *pos, n, shape, attn, &mut b.scores, reserve);
                 }
                 Seqs::Spans { states, lens } => {
                     let mut t0 = 0;
@@ -441,8 +443,7 @@ impl BitNetModel {
                     // within a prefill chunk: later tokens of the chunk are in the cache but not read).
                     let kv = |t: usize| {
                         let (i, p) = tok_seq[t];
-                        let (kc, vc) = states[i].cache.layer(li, p + 1);
-                        (kc, vc, p + 1)
+                        (states[i].cache.layer(li, p + 1), p + 1)
                     };
                     ops::attention_batch(&b.q[..n * qd], n, kv, max_n, shape, attn, &mut b.scores, reserve);
                 }

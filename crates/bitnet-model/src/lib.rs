@@ -29,6 +29,7 @@ use anyhow::{bail, Context, Result};
 pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, QuantScratch, Workspace};
 pub use bitnet_tokenizer::Tokenizer;
 pub use config::{FfnActivation, ModelConfig};
+pub use kv_cache::{KvCache, KvData, KvLayer, KvType};
 
 /// Options that change how a model is read.
 #[derive(Clone, Debug, Default)]

@@ -215,5 +215,6 @@ fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
         head,
         tied_head,
         rope,
+        kv_type: Default::default(),
     })
 }

@@ -273,5 +273,6 @@ fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Resu
         head,
         tied_head,
         rope,
+        kv_type: Default::default(),
     })
 }

@@ -1,7 +1,8 @@
 //! The float operations of the forward pass (norms, RoPE, attention), written to follow the reference's
 //! f32 arithmetic order closely. Ternary matrix products live in `bitnet-kernels`.
 
-use bitnet_kernels::attention::{attn_scores, attn_weighted_sum};
+use crate::kv_cache::{KvData, KvLayer};
+use bitnet_kernels::attention::{attn_scores, attn_scores_f16, attn_weighted_sum, attn_weighted_sum_f16};
 
 /// RMSNorm: `w * (x / sqrt(mean(x^2) + eps))`, with the mean of squares accumulated in f64 and the
 /// rest in f32 like the reference (`x * rsqrt(var + eps)` then `weight *`).
@@ -86,14 +87,20 @@ impl AttnShape {
 /// One query head against the first `n` cached positions of KV head `kvh`:
 /// `o = softmax(K·q / sqrt(d)) · V`, softmax in f32. `sc` is scratch of at least `n` values.
 #[allow(clippy::too_many_arguments)] // a hot inner function; a struct would only rename the same eight values
-fn attend_head(qh: &[f32], k: &[f32], v: &[f32], kvh: usize, n: usize, s: AttnShape, sc: &mut [f32], o: &mut [f32]) {
+fn attend_head(qh: &[f32], kv: KvLayer<'_>, kvh: usize, n: usize, s: AttnShape, sc: &mut [f32], o: &mut [f32]) {
     let d = s.head_dim;
-    let kv_dim = s.kv_dim();
+    let (stride, off) = (kv.row_stride, kvh * kv.head_stride);
     let scale = 1.0f32 / (d as f32).sqrt();
     let sc = &mut sc[..n];
-    attn_scores(qh, k, kv_dim, kvh * d, scale, sc);
+    match kv.data {
+        KvData::F32 { k, .. } => attn_scores(qh, k, stride, off, scale, sc),
+        KvData::F16 { k, .. } => attn_scores_f16(qh, k, stride, off, scale, sc),
+    }
     bitnet_kernels::attention::softmax(sc);
-    attn_weighted_sum(sc, v, kv_dim, kvh * d, o);
+    match kv.data {
+        KvData::F32 { v, .. } => attn_weighted_sum(sc, v, stride, off, o),
+        KvData::F16 { v, .. } => attn_weighted_sum_f16(sc, v, stride, off, o),
+    }
 }
 
 /// Runs `head(unit, out_chunk, scores)` for `units` heads of `d` outputs each, on the worker pool
@@ -138,15 +145,15 @@ fn run_heads(
 /// `[positions, n_kv_heads*head_dim]`. Query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
 /// Scores are scaled by `1/sqrt(head_dim)`, softmax in f32.
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], pos0: usize, n_tok: usize, s: AttnShape, out: &mut [f32]) {
-    attention_with(q, k, v, pos0, n_tok, s, out, &mut Vec::new(), 0)
+    let kv = KvLayer::token_major(k, v, s.kv_dim(), s.head_dim);
+    attention_with(q, kv, pos0, n_tok, s, out, &mut Vec::new(), 0)
 }
 
 /// [`attention`] with caller-owned score scratch, grown to hold `reserve_n` positions per task.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_with(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    kv: KvLayer<'_>,
     pos0: usize,
     n_tok: usize,
     s: AttnShape,
@@ -165,18 +172,18 @@ pub fn attention_with(
         scratch,
         |i, o, sc| {
             let (t, h) = (i / s.n_heads, i % s.n_heads);
-            attend_head(&q[i * d..(i + 1) * d], k, v, h / group, pos0 + t + 1, s, sc, o);
+            attend_head(&q[i * d..(i + 1) * d], kv, h / group, pos0 + t + 1, s, sc, o);
         },
     );
 }
 
 /// Attention for one new token of each of several sequences (batched decoding): token `t` attends
-/// to `kv(t) = (k, v, n_positions)`. `q`/`out` are `[n_seqs, n_heads*head_dim]`.
+/// to `kv(t) = (its cache layer, n_positions)`. `q`/`out` are `[n_seqs, n_heads*head_dim]`.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_batch<'a>(
     q: &[f32],
     n_seqs: usize,
-    kv: impl Fn(usize) -> (&'a [f32], &'a [f32], usize) + Sync,
+    kv: impl Fn(usize) -> (KvLayer<'a>, usize) + Sync,
     max_n: usize,
     s: AttnShape,
     out: &mut [f32],
@@ -187,8 +194,8 @@ pub fn attention_batch<'a>(
     let group = s.group();
     run_heads(n_seqs * s.n_heads, d, max_n, reserve_n, out, scratch, |i, o, sc| {
         let (t, h) = (i / s.n_heads, i % s.n_heads);
-        let (k, v, n) = kv(t);
-        attend_head(&q[i * d..(i + 1) * d], k, v, h / group, n, s, sc, o);
+        let (layer, n) = kv(t);
+        attend_head(&q[i * d..(i + 1) * d], layer, h / group, n, s, sc, o);
     });
 }
 
