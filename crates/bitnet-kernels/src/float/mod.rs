@@ -79,6 +79,8 @@ impl fmt::Debug for FloatMatrix {
 /// well inside L2).
 #[cfg(target_arch = "x86_64")]
 const F16_ROW_TILE: usize = 32;
+/// The same for the other formats and levels (token by token over each tile).
+const FLOAT_ROW_TILE: usize = 32;
 
 impl FloatMatrix {
     /// Wraps `rows x cols` values of `format`. Block formats need `cols` to be a multiple of the
@@ -245,8 +247,20 @@ impl FloatMatrix {
             self.f16_tiles_avx512(x, n_tok, row0, m, y, ldy);
             return;
         }
-        for t in 0..n_tok {
-            self.gemv_with(level, &x[t * cols..(t + 1) * cols], row0, &mut y[t * ldy..t * ldy + m]);
+        #[cfg(target_arch = "x86_64")]
+        if self.format == FloatFormat::Q8_0 && level != SimdLevel::Scalar && level != SimdLevel::Neon {
+            self.q8_0_tiles_avx2(x, n_tok, row0, m, y, ldy);
+            return;
+        }
+        // Every token over a tile of rows before the next tile: each row comes from memory once per call.
+        let mut i0 = 0;
+        while i0 < m {
+            let i1 = m.min(i0 + FLOAT_ROW_TILE);
+            for t in 0..n_tok {
+                let yt = &mut y[t * ldy + i0..t * ldy + i1];
+                self.gemv_with(level, &x[t * cols..(t + 1) * cols], row0 + i0, yt);
+            }
+            i0 = i1;
         }
     }
 
@@ -272,6 +286,58 @@ impl FloatMatrix {
                 self.f16_block::<4, 2>(x, 0, n_tok, row0, i0, i1, y, ldy, m)
             }
             i0 = i1;
+        }
+    }
+
+    /// Q8_0 rows `row0..row0 + m` times `n_tok` tokens, four tokens per row visit (fewer at the end);
+    /// bit-identical to the one-token Q8_0 kernel of the x86 levels.
+    #[cfg(target_arch = "x86_64")]
+    fn q8_0_tiles_avx2(&self, x: &[f32], n_tok: usize, row0: usize, m: usize, y: &mut [f32], ldy: usize) {
+        for i0 in (0..m).step_by(FLOAT_ROW_TILE) {
+            self.q8_0_block(x, n_tok, row0, i0, m.min(i0 + FLOAT_ROW_TILE), y, ldy);
+        }
+    }
+
+    /// Rows `row0 + i0..row0 + i1` of [`q8_0_tiles_avx2`](Self::q8_0_tiles_avx2).
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn q8_0_block(&self, x: &[f32], n_tok: usize, row0: usize, i0: usize, i1: usize, y: &mut [f32], ldy: usize) {
+        use crate::x86::float_dot::dot_tile_q8_0_avx2 as tile;
+        let cols = self.cols;
+        let xp = |t: usize| x[t * cols..(t + 1) * cols].as_ptr();
+        let mut t = 0;
+        while t < n_tok {
+            let nt = (n_tok - t).min(4);
+            for i in i0..i1 {
+                let w = self.row(row0 + i).as_ptr();
+                // SAFETY: the callers clamped the level to the CPU (an x86 SIMD level: AVX2 + FMA + F16C);
+                // a Q8_0 row of cols (a multiple of 32) values holds cols / 32 * 34 bytes; every token has
+                // cols values.
+                unsafe {
+                    match nt {
+                        4 => {
+                            let d = tile::<4>(w, [xp(t), xp(t + 1), xp(t + 2), xp(t + 3)], cols);
+                            for (k, v) in d.into_iter().enumerate() {
+                                y[(t + k) * ldy + i] = v;
+                            }
+                        }
+                        3 => {
+                            let d = tile::<3>(w, [xp(t), xp(t + 1), xp(t + 2)], cols);
+                            for (k, v) in d.into_iter().enumerate() {
+                                y[(t + k) * ldy + i] = v;
+                            }
+                        }
+                        2 => {
+                            let d = tile::<2>(w, [xp(t), xp(t + 1)], cols);
+                            for (k, v) in d.into_iter().enumerate() {
+                                y[(t + k) * ldy + i] = v;
+                            }
+                        }
+                        _ => y[t * ldy + i] = tile::<1>(w, [xp(t)], cols)[0],
+                    }
+                }
+            }
+            t += nt;
         }
     }
 

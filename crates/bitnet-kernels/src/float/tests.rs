@@ -164,6 +164,29 @@ proptest! {
         }
     }
 
+    /// The same across row tiles (more than 32 rows, row ranges not starting at 0) for every format,
+    /// including the block formats (Q8_0 has its own multi-token kernel).
+    #[test]
+    fn gemm_equals_gemv_across_row_tiles(blocks in 1usize..3, rows in 30usize..75, row0 in 0usize..5, n_tok in 1usize..10,
+                                         seed in 1u64..u64::MAX, f in 0usize..5) {
+        let format = [FloatFormat::F16, FloatFormat::Q8_0, FloatFormat::F32, FloatFormat::Q6_K, FloatFormat::Q4_K][f];
+        let cols = blocks * 256;
+        let mut rng = Rng(seed);
+        let m = FloatMatrix::new(format, rows, cols, Bytes::from_vec(random_matrix(format, rows, cols, &mut rng))).unwrap();
+        let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 10.0).collect();
+        let n = rows - row0;
+        for level in supported_simd_levels() {
+            let ldy = n + 1;
+            let mut y = vec![f32::NAN; n_tok * ldy];
+            m.gemm_with(level, &x, n_tok, row0, n, &mut y, ldy);
+            for t in 0..n_tok {
+                let mut want = vec![0f32; n];
+                m.gemv_with(level, &x[t * cols..(t + 1) * cols], row0, &mut want);
+                prop_assert_eq!(&y[t * ldy..t * ldy + n], &want[..], "{:?} {:?} token {}", format, level, t);
+            }
+        }
+    }
+
     /// Odd lengths for the plain float formats (tails of every SIMD loop).
     #[test]
     fn dense_odd_lengths(cols in 1usize..200, rows in 1usize..5, seed in 1u64..u64::MAX, f in 0usize..3) {

@@ -221,29 +221,50 @@ pub(crate) unsafe fn dot_bf16_avx2(w: *const u8, x: &[f32]) -> f32 {
     s
 }
 
-/// `sum_b d_b * (sum_i q_i * x_i)` over Q8_0 blocks.
+/// `sum_b d_b * (sum_i q_i * x_i)` over Q8_0 blocks: the one-token [`dot_tile_q8_0_avx2`].
 ///
 /// # Safety
 /// AVX2 + FMA + F16C available; `x.len() % 32 == 0` and `w` points to `x.len() / 32 * 34` bytes.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn dot_q8_0_avx2(w: *const u8, x: &[f32]) -> f32 {
-    let nb = x.len() / 32;
-    let xp = x.as_ptr();
-    let mut acc = _mm256_setzero_ps();
+    // SAFETY: forwarded from the caller.
+    unsafe { dot_tile_q8_0_avx2::<1>(w, [x.as_ptr()], x.len())[0] }
+}
+
+/// One Q8_0 row times `T` tokens: each block is converted to f32 once for all tokens. Per token the
+/// operations are those of the one-token kernel in the same order (two partial sums per block, then
+/// `acc += (s0 + s1) * d`), so the results are bit-identical for every `T`.
+///
+/// # Safety
+/// AVX2 + FMA + F16C available; `n % 32 == 0`, `w` points to `n / 32 * 34` bytes and every `x[t]` to `n`
+/// readable values.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::needless_range_loop)] // acc[t], s[t][k]: indexes read more plainly here
+pub(crate) unsafe fn dot_tile_q8_0_avx2<const T: usize>(w: *const u8, x: [*const f32; T], n: usize) -> [f32; T] {
+    let nb = n / 32;
+    let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
         // SAFETY: block b occupies bytes 34b .. 34b + 34 of w (b < nb); its values pair with
-        // x[32b .. 32b + 32].
+        // x[t][32b .. 32b + 32].
         unsafe {
             let blk = w.add(34 * b);
             let d = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([*blk, *blk.add(1)])));
-            let mut s = [_mm256_setzero_ps(); 2];
-            for k in 0..4 {
-                let q8 = _mm_loadl_epi64(blk.add(2 + 8 * k).cast());
-                let qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8));
-                s[k & 1] = _mm256_fmadd_ps(qf, _mm256_loadu_ps(xp.add(32 * b + 8 * k)), s[k & 1]);
+            let mut qf = [_mm256_setzero_ps(); 4];
+            for (k, q) in qf.iter_mut().enumerate() {
+                *q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(blk.add(2 + 8 * k).cast())));
             }
-            acc = _mm256_fmadd_ps(_mm256_add_ps(s[0], s[1]), d, acc);
+            for t in 0..T {
+                let mut s = [_mm256_setzero_ps(); 2];
+                for k in 0..4 {
+                    s[k & 1] = _mm256_fmadd_ps(qf[k], _mm256_loadu_ps(x[t].add(32 * b + 8 * k)), s[k & 1]);
+                }
+                acc[t] = _mm256_fmadd_ps(_mm256_add_ps(s[0], s[1]), d, acc[t]);
+            }
         }
     }
-    hsum_ps_256(acc)
+    let mut out = [0f32; T];
+    for t in 0..T {
+        out[t] = hsum_ps_256(acc[t]);
+    }
+    out
 }
