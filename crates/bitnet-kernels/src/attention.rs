@@ -237,7 +237,7 @@ pub(crate) const EXP_POLY: [f32; 6] = [
     0.5,
 ];
 
-/// `exp(x)` for `x <= 88` within about 2 ulp (0 below [`EXP_MIN`]): `2^n * p(r)` with `n` the nearest
+/// `exp(x)` for `x <= 88` within about 2 ulp (0 below -87): `2^n * p(r)` with `n` the nearest
 /// integer to `x / ln 2`. Written with explicit fused multiply-adds so that the SIMD kernels, which
 /// do the same operations lane by lane, agree with it bit for bit.
 #[inline(always)]
