@@ -121,7 +121,8 @@ async fn main() -> Result<()> {
         (Some(u), _) => u.trim_end_matches('/').to_string(),
         (None, Some(m)) => {
             if let Some(t) = a.threads {
-                rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?;
+                // The engine's worker pool (what `bitnet serve -t` sets).
+                bitnet_kernels::pool::set_num_threads(t.max(1));
             }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let base = format!("http://{}", listener.local_addr()?);
