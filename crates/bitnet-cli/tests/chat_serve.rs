@@ -36,28 +36,36 @@ fn generate(prompt: &str, n: usize, extra: &[&str]) -> String {
     out.strip_suffix('\n').unwrap_or(&out).to_string()
 }
 
+/// Runs `bitnet chat ARGS` with `input` on a piped stdin; asserts success; returns (stdout, stderr).
+fn chat_piped(args: &[&str], input: &[u8]) -> (String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
+        .arg("chat")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{err}");
+    (out, err)
+}
+
 #[test]
 fn chat_from_a_pipe_keeps_the_conversation_and_obeys_commands() {
     // The turn "hello" rendered by the fixture's template is exactly this prompt (BOS from the template).
     let a = generate("<|begin_of_text|>User: hello<|eot_id|>Assistant: ", 12, &["--no-bos"]);
     // chat does not show the whitespace an answer starts with.
     let a = a.trim_start();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
-        .args(["chat", "-m", &model(), "--temp", "0", "-n", "12"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello\n/regen\n/clear\nhello\n/system Be brief.\nsecond \\\nline\n/bogus\n/exit\nnever sent\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{err}");
+    let (out, err) = chat_piped(
+        &["-m", &model(), "--temp", "0", "-n", "12"],
+        b"hello\n/regen\n/clear\nhello\n/system Be brief.\nsecond \\\nline\n/bogus\n/exit\nnever sent\n",
+    );
     let three = format!("{a}\n{a}\n{a}\n");
     assert!(out.starts_with(&three), "chat answers {out:?} vs generate {a:?}");
     assert!(out.len() > three.len(), "the fourth turn was answered: {out:?}");
@@ -74,22 +82,7 @@ fn chat_from_a_pipe_keeps_the_conversation_and_obeys_commands() {
 /// end-of-turn without showing it.
 #[test]
 fn demo_model_answers_in_chat() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
-        .args(["chat", "--temp", "0", "-n", "40"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Where does a cow live?\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(o.status.success(), "{err}");
+    let (out, _) = chat_piped(&["--temp", "0", "-n", "40"], b"Where does a cow live?\n");
     let answer = out.lines().next().unwrap_or_default();
     assert!(answer.starts_with("A cow lives"), "{out:?}");
     assert!(answer.ends_with('.') && !out.contains("<|eot_id|>"), "{out:?}");
@@ -98,17 +91,7 @@ fn demo_model_answers_in_chat() {
 #[test]
 fn bitnetcpp_template_is_replaced_in_chat() {
     let m = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a/gguf/bitnetcpp-i2_s.gguf");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bitnet"))
-        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let (_, err) = chat_piped(&["-m", m.to_str().unwrap(), "--temp", "0", "-n", "4"], b"hi\n");
     assert!(
         err.contains("BITNETAssistant") && err.contains("bitnet (built-in)"),
         "{err}"

@@ -1,5 +1,5 @@
-//! The two inner loops of attention over an f32 KV cache whose rows hold all KV heads side by side
-//! (row `j` of head `h` starts at `j * stride + h * d`): scores `K·q` and the probability-weighted sum
+//! The two inner loops of attention over an f32 or f16 KV cache (row `j` of a head starts at
+//! `j * stride + offset`): scores `K·q` and the probability-weighted sum
 //! of V rows. With a long context they dominate decoding after the weights, so each has an AVX-512
 //! kernel (query and output kept in registers) next to its scalar twin. Between them, [`softmax`]
 //! turns scores into probabilities with a polynomial `exp` that every level evaluates with the same
@@ -9,64 +9,118 @@
 use crate::{simd_level, SimdLevel};
 use half::f16;
 
-/// `out[j] = scale * dot(q, k[j * stride + offset .. + q.len()])` for `j < out.len()`.
+/// An element type of the KV cache: `f32`, or `u16` holding f16 bit patterns.
+pub trait KvElem: Copy + Sync + sealed::Sealed {
+    /// Whether the values are f16 bits (the SIMD kernels convert them with `vcvtph2ps`).
+    const F16: bool;
+    fn to_f32(self) -> f32;
+}
+
+impl KvElem for f32 {
+    const F16: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl KvElem for u16 {
+    const F16: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::from_bits(self).to_f32()
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u16 {}
+}
+
+/// Panics unless `rows` rows of `d` values at `j * stride + offset` lie inside `len` values.
+fn check_rows(what: &str, rows: usize, stride: usize, offset: usize, d: usize, len: usize) {
+    if let Some(last) = rows.checked_sub(1) {
+        assert!(last * stride + offset + d <= len, "{what}: rows past the end");
+    }
+}
+
+/// `out[j] = scale * dot(q, k[j * stride + offset .. + q.len()])` for `j < out.len()`, over an f32
+/// or f16 ([`KvElem`]) cache.
 ///
 /// # Panics
 /// If a K row would reach past the end of `k`.
-pub fn attn_scores(q: &[f32], k: &[f32], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
+pub fn attn_scores<T: KvElem>(q: &[f32], k: &[T], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
     attn_scores_with(simd_level(), q, k, stride, offset, scale, out)
 }
 
 /// [`attn_scores`] at an explicit SIMD level (lowered to what the CPU supports).
-pub fn attn_scores_with(
+pub fn attn_scores_with<T: KvElem>(
     level: SimdLevel,
     q: &[f32],
-    k: &[f32],
+    k: &[T],
     stride: usize,
     offset: usize,
     scale: f32,
     out: &mut [f32],
 ) {
     let d = q.len();
-    if let Some(last) = out.len().checked_sub(1) {
-        assert!(
-            last * stride + offset + d <= k.len(),
-            "attn_scores: K rows past the end"
-        );
-    }
+    check_rows("attn_scores: K", out.len(), stride, offset, d, k.len());
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(16) && d <= 256 && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
-        // SAFETY: AVX-512 F is present (level clamped to the CPU); every row read is in bounds (asserted).
+        // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
+        // (checked above).
         unsafe { crate::x86::attention::scores_avx512(q, k, stride, offset, scale, out) };
         return;
     }
     let _ = level;
     for (j, o) in out.iter_mut().enumerate() {
         let r = &k[j * stride + offset..j * stride + offset + d];
-        *o = scale * crate::float::dot_f32_scalar(q, r);
+        *o = scale * dot_scalar(q, r);
     }
 }
 
-/// `out = sum_j p[j] * v[j * stride + offset .. + out.len()]` over `j < p.len()`.
+/// The order of `crate::float::dot_f32_scalar` (8 partial sums, then the tail), over any element.
+fn dot_scalar<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut ca = a.chunks_exact(8);
+    let mut cb = b.chunks_exact(8);
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k].to_f32();
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        tail += x * y.to_f32();
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// `out = sum_j p[j] * v[j * stride + offset .. + out.len()]` over `j < p.len()`, over an f32 or f16
+/// ([`KvElem`]) cache.
 ///
 /// # Panics
 /// If a V row would reach past the end of `v`.
-pub fn attn_weighted_sum(p: &[f32], v: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+pub fn attn_weighted_sum<T: KvElem>(p: &[f32], v: &[T], stride: usize, offset: usize, out: &mut [f32]) {
     attn_weighted_sum_with(simd_level(), p, v, stride, offset, out)
 }
 
 /// [`attn_weighted_sum`] at an explicit SIMD level (lowered to what the CPU supports).
-pub fn attn_weighted_sum_with(level: SimdLevel, p: &[f32], v: &[f32], stride: usize, offset: usize, out: &mut [f32]) {
+pub fn attn_weighted_sum_with<T: KvElem>(
+    level: SimdLevel,
+    p: &[f32],
+    v: &[T],
+    stride: usize,
+    offset: usize,
+    out: &mut [f32],
+) {
     let d = out.len();
-    if let Some(last) = p.len().checked_sub(1) {
-        assert!(
-            last * stride + offset + d <= v.len(),
-            "attn_weighted_sum: V rows past the end"
-        );
-    }
+    check_rows("attn_weighted_sum: V", p.len(), stride, offset, d, v.len());
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(16) && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
-        // SAFETY: AVX-512 F is present (level clamped to the CPU); every row read is in bounds (asserted).
+        // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
+        // (checked above).
         unsafe { crate::x86::attention::weighted_sum_avx512(p, v, stride, offset, out) };
         return;
     }
@@ -75,91 +129,7 @@ pub fn attn_weighted_sum_with(level: SimdLevel, p: &[f32], v: &[f32], stride: us
     for (j, &pj) in p.iter().enumerate() {
         let r = &v[j * stride + offset..j * stride + offset + d];
         for (o, &x) in out.iter_mut().zip(r) {
-            *o += pj * x;
-        }
-    }
-}
-
-/// [`attn_scores`] over an f16 K cache (`k` holds f16 bit patterns).
-///
-/// # Panics
-/// If a K row would reach past the end of `k`.
-pub fn attn_scores_f16(q: &[f32], k: &[u16], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
-    attn_scores_f16_with(simd_level(), q, k, stride, offset, scale, out)
-}
-
-/// [`attn_scores_f16`] at an explicit SIMD level (lowered to what the CPU supports).
-pub fn attn_scores_f16_with(
-    level: SimdLevel,
-    q: &[f32],
-    k: &[u16],
-    stride: usize,
-    offset: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let d = q.len();
-    if let Some(last) = out.len().checked_sub(1) {
-        assert!(
-            last * stride + offset + d <= k.len(),
-            "attn_scores_f16: K rows past the end"
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(16) && d <= 256 && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
-        // SAFETY: AVX-512 F + F16C are present (level clamped to the CPU); every row read is in bounds
-        // (asserted).
-        unsafe { crate::x86::attention::scores_f16_avx512(q, k, stride, offset, scale, out) };
-        return;
-    }
-    let _ = level;
-    for (j, o) in out.iter_mut().enumerate() {
-        let r = &k[j * stride + offset..j * stride + offset + d];
-        let mut acc = [0f32; 8];
-        for (i, (&a, &b)) in q.iter().zip(r).enumerate() {
-            acc[i % 8] += a * f16::from_bits(b).to_f32();
-        }
-        *o = scale * (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])));
-    }
-}
-
-/// [`attn_weighted_sum`] over an f16 V cache (`v` holds f16 bit patterns).
-///
-/// # Panics
-/// If a V row would reach past the end of `v`.
-pub fn attn_weighted_sum_f16(p: &[f32], v: &[u16], stride: usize, offset: usize, out: &mut [f32]) {
-    attn_weighted_sum_f16_with(simd_level(), p, v, stride, offset, out)
-}
-
-/// [`attn_weighted_sum_f16`] at an explicit SIMD level (lowered to what the CPU supports).
-pub fn attn_weighted_sum_f16_with(
-    level: SimdLevel,
-    p: &[f32],
-    v: &[u16],
-    stride: usize,
-    offset: usize,
-    out: &mut [f32],
-) {
-    let d = out.len();
-    if let Some(last) = p.len().checked_sub(1) {
-        assert!(
-            last * stride + offset + d <= v.len(),
-            "attn_weighted_sum_f16: V rows past the end"
-        );
-    }
-    #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(16) && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
-        // SAFETY: AVX-512 F + F16C are present (level clamped to the CPU); every row read is in bounds
-        // (asserted).
-        unsafe { crate::x86::attention::weighted_sum_f16_avx512(p, v, stride, offset, out) };
-        return;
-    }
-    let _ = level;
-    out.fill(0.0);
-    for (j, &pj) in p.iter().enumerate() {
-        let r = &v[j * stride + offset..j * stride + offset + d];
-        for (o, &x) in out.iter_mut().zip(r) {
-            *o += pj * f16::from_bits(x).to_f32();
+            *o += pj * x.to_f32();
         }
     }
 }
@@ -359,14 +329,14 @@ mod tests {
             attn_weighted_sum_with(SimdLevel::Scalar, &p, &kvr, stride, offset, &mut o1);
             for level in supported_simd_levels() {
                 let mut s = vec![f32::NAN; n];
-                attn_scores_f16_with(level, &q, &kv16, stride, offset, 0.125, &mut s);
+                attn_scores_with(level, &q, &kv16, stride, offset, 0.125, &mut s);
                 for j in 0..n {
                     let r = &kvr[j * stride + offset..j * stride + offset + d];
                     let bound = 0.125 * q.iter().zip(r).map(|(a, b)| (a * b).abs()).sum::<f32>() * 1e-5 + 1e-30;
                     prop_assert!((s[j] - s1[j]).abs() <= bound, "f16 {level:?} score {j}: {} vs {}", s[j], s1[j]);
                 }
                 let mut o = vec![f32::NAN; d];
-                attn_weighted_sum_f16_with(level, &p, &kv16, stride, offset, &mut o);
+                attn_weighted_sum_with(level, &p, &kv16, stride, offset, &mut o);
                 for i in 0..d {
                     let bound = (0..n).map(|j| (p[j] * kvr[j * stride + offset + i]).abs()).sum::<f32>() * 1e-5 + 1e-30;
                     prop_assert!((o[i] - o1[i]).abs() <= bound, "f16 {level:?} out {i}: {} vs {}", o[i], o1[i]);

@@ -38,17 +38,7 @@ impl Linear {
     /// # Panics
     /// If `s` does not hold `n_tok` rows of this matrix's width.
     pub fn forward_quantized(&self, n_tok: usize, s: &mut QuantScratch, y: &mut [f32]) {
-        let cols = self.w.cols();
-        assert!(
-            s.xs.len() >= n_tok && s.xq.len() >= n_tok * cols,
-            "forward_quantized: scratch holds fewer than {n_tok} rows of {cols}"
-        );
-        let rows = self.w.rows();
-        let y = &mut y[..n_tok * rows];
-        matmul::ternary(&self.w, &s.xq[..n_tok * cols], &s.xs[..n_tok], y, &mut s.tmp);
-        if let Some(sc) = self.out_scale {
-            y.iter_mut().for_each(|v| *v *= sc);
-        }
+        forward_many([self], n_tok, s, [y]);
     }
 }
 
@@ -58,7 +48,7 @@ fn forward_many<const K: usize>(ls: [&Linear; K], n_tok: usize, s: &mut QuantScr
     let cols = ls[0].w.cols();
     assert!(
         ls.iter().all(|l| l.w.cols() == cols) && s.xs.len() >= n_tok && s.xq.len() >= n_tok * cols,
-        "forward_many: projections of different widths or too few quantized rows"
+        "projections of different widths, or the scratch holds fewer than {n_tok} quantized rows of {cols}"
     );
     let mut k = 0;
     let mut ys = ys.map(|y| {

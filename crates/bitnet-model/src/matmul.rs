@@ -26,7 +26,13 @@ fn blocked(rows: usize, n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>, f: impl
         let m = yc.len() / n_tok;
         f(ci * chunk, m, yc)
     });
-    for (ci, yc) in tmp.chunks(chunk * n_tok).enumerate() {
+    scatter(tmp, chunk, n_tok, rows, y);
+}
+
+/// Copies blocks of `chunk` rows laid out `[block][token][row]` (what the tasks wrote) into `y`
+/// (`[n_tok, rows]`).
+fn scatter(blocks: &[f32], chunk: usize, n_tok: usize, rows: usize, y: &mut [f32]) {
+    for (ci, yc) in blocks.chunks(chunk * n_tok).enumerate() {
         let r0 = ci * chunk;
         let m = yc.len() / n_tok;
         for t in 0..n_tok {
@@ -35,19 +41,9 @@ fn blocked(rows: usize, n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>, f: impl
     }
 }
 
-/// `y[t] = W · x[t]` for `n_tok` int8-quantized tokens (`xq` is `[n_tok, cols]`, `xs` the per-token
-/// activation scales). `y` is `[n_tok, rows]`.
-pub fn ternary(w: &TernaryMatrix, xq: &[i8], xs: &[f32], y: &mut [f32], tmp: &mut Vec<f32>) {
-    let n_tok = xs.len();
-    if n_tok == 1 {
-        blocked(w.rows(), 1, y, tmp, |r0, _m, yc| w.gemv(xq, xs[0], r0, yc));
-    } else {
-        blocked(w.rows(), n_tok, y, tmp, |r0, m, yc| w.gemm(xq, xs, r0, m, yc, m));
-    }
-}
-
-/// [`ternary`] for several matrices of the same input (q/k/v, gate/up) in one pool operation, so
-/// the threads meet once rather than once per matrix. `ys[k]` is `[n_tok, ws[k].rows()]`.
+/// `ys[k][t] = ws[k] · x[t]` for `n_tok` int8-quantized tokens (`xq` is `[n_tok, cols]`, `xs` the
+/// per-token activation scales) and one or several matrices of the same input (q/k/v, gate/up), in one
+/// pool operation so the threads meet once rather than once per matrix. `ys[k]` is `[n_tok, ws[k].rows()]`.
 pub fn ternary_many<const K: usize>(
     ws: [&TernaryMatrix; K],
     xq: &[i8],
@@ -59,10 +55,7 @@ pub fn ternary_many<const K: usize>(
     let rows: [usize; K] = std::array::from_fn(|k| ws[k].rows());
     let total: usize = rows.iter().sum();
     // Chunks sized from all the rows together: about 4 tasks per thread in all.
-    let chunk = total
-        .div_ceil(pool::num_threads().max(1) * 4)
-        .next_multiple_of(16)
-        .max(16);
+    let chunk = rows_per_task(total);
     if n_tok == 1 {
         let mut k = 0;
         let ys = ys.map(|y| {
@@ -90,15 +83,8 @@ pub fn ternary_many<const K: usize>(
     });
     let mut off = 0;
     for (k, y) in ys.into_iter().enumerate() {
-        let part = &tmp[off..off + rows[k] * n_tok];
+        scatter(&tmp[off..off + rows[k] * n_tok], chunk, n_tok, rows[k], y);
         off += rows[k] * n_tok;
-        for (ci, yc) in part.chunks(chunk * n_tok).enumerate() {
-            let r0 = ci * chunk;
-            let m = yc.len() / n_tok;
-            for t in 0..n_tok {
-                y[t * rows[k] + r0..t * rows[k] + r0 + m].copy_from_slice(&yc[t * m..(t + 1) * m]);
-            }
-        }
     }
 }
 

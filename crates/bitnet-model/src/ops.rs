@@ -2,7 +2,7 @@
 //! f32 arithmetic order closely. Ternary matrix products live in `bitnet-kernels`.
 
 use crate::kv_cache::{KvData, KvLayer};
-use bitnet_kernels::attention::{attn_scores, attn_scores_f16, attn_weighted_sum, attn_weighted_sum_f16};
+use bitnet_kernels::attention::{attn_scores, attn_weighted_sum};
 
 /// RMSNorm: `w * (x / sqrt(mean(x^2) + eps))`, with the mean of squares accumulated in f64 and the
 /// rest in f32 like the reference (`x * rsqrt(var + eps)` then `weight *`).
@@ -94,12 +94,12 @@ fn attend_head(qh: &[f32], kv: KvLayer<'_>, kvh: usize, n: usize, s: AttnShape, 
     let sc = &mut sc[..n];
     match kv.data {
         KvData::F32 { k, .. } => attn_scores(qh, k, stride, off, scale, sc),
-        KvData::F16 { k, .. } => attn_scores_f16(qh, k, stride, off, scale, sc),
+        KvData::F16 { k, .. } => attn_scores(qh, k, stride, off, scale, sc),
     }
     bitnet_kernels::attention::softmax(sc);
     match kv.data {
         KvData::F32 { v, .. } => attn_weighted_sum(sc, v, stride, off, o),
-        KvData::F16 { v, .. } => attn_weighted_sum_f16(sc, v, stride, off, o),
+        KvData::F16 { v, .. } => attn_weighted_sum(sc, v, stride, off, o),
     }
 }
 

@@ -75,12 +75,9 @@ impl fmt::Debug for FloatMatrix {
     }
 }
 
-/// Rows of an F16 matrix that several tokens share before moving on (32 rows of a 2560-wide head = 160 KiB,
-/// well inside L2).
-#[cfg(target_arch = "x86_64")]
-const F16_ROW_TILE: usize = 32;
-/// The same for the other formats and levels (token by token over each tile).
-const FLOAT_ROW_TILE: usize = 32;
+/// Rows that several tokens share before moving on (32 rows of a 2560-wide F16 head = 160 KiB, well
+/// inside L2).
+const ROW_TILE: usize = 32;
 
 impl FloatMatrix {
     /// Wraps `rows x cols` values of `format`. Block formats need `cols` to be a multiple of the
@@ -255,7 +252,7 @@ impl FloatMatrix {
         // Every token over a tile of rows before the next tile: each row comes from memory once per call.
         let mut i0 = 0;
         while i0 < m {
-            let i1 = m.min(i0 + FLOAT_ROW_TILE);
+            let i1 = m.min(i0 + ROW_TILE);
             for t in 0..n_tok {
                 let yt = &mut y[t * ldy + i0..t * ldy + i1];
                 self.gemv_with(level, &x[t * cols..(t + 1) * cols], row0 + i0, yt);
@@ -265,25 +262,25 @@ impl FloatMatrix {
     }
 
     /// F16 rows `row0..row0 + m` times `n_tok` tokens, bit-identical to [`dense::dot_f16`] row by row at
-    /// the AVX-512 levels. Several tokens walk the rows in tiles of [`F16_ROW_TILE`] rows, every token over
+    /// the AVX-512 levels. Several tokens walk the rows in tiles of [`ROW_TILE`] rows, every token over
     /// a tile before the next tile, so each row comes from memory once per call and from L2 after that.
     #[cfg(target_arch = "x86_64")]
     fn f16_tiles_avx512(&self, x: &[f32], n_tok: usize, row0: usize, m: usize, y: &mut [f32], ldy: usize) {
         debug_assert!(x.len() >= n_tok * self.cols && row0 + m <= self.rows);
         if n_tok == 1 {
             // SAFETY: as in f16_block (the callers' contract).
-            unsafe { self.f16_block::<1, 1>(x, 0, 1, row0, 0, m, y, ldy, 0) };
+            unsafe { self.f16_block::<1, 1>(x, 1, row0, 0, m, y, ldy, 0) };
             return;
         }
         let mut i0 = 0;
         while i0 < m {
-            let i1 = m.min(i0 + F16_ROW_TILE);
+            let i1 = m.min(i0 + ROW_TILE);
             // SAFETY: the caller clamped the level to the CPU (AVX-512 F + F16C present); rows
             // row0 + i0..row0 + i1 exist and hold 2 * cols bytes; every token has cols values.
             unsafe {
                 // 4 x 2 measured fastest (criterion head_gemm_8tok: 47 G MAC/s against 23 for 1 x 4,
                 // 36 for 2 x 2 and 4 x 1, 39 for 2 x 4 and 4 x 3).
-                self.f16_block::<4, 2>(x, 0, n_tok, row0, i0, i1, y, ldy, m)
+                self.f16_block::<4, 2>(x, n_tok, row0, i0, i1, y, ldy, m)
             }
             i0 = i1;
         }
@@ -293,8 +290,8 @@ impl FloatMatrix {
     /// bit-identical to the one-token Q8_0 kernel of the x86 levels.
     #[cfg(target_arch = "x86_64")]
     fn q8_0_tiles_avx2(&self, x: &[f32], n_tok: usize, row0: usize, m: usize, y: &mut [f32], ldy: usize) {
-        for i0 in (0..m).step_by(FLOAT_ROW_TILE) {
-            self.q8_0_block(x, n_tok, row0, i0, m.min(i0 + FLOAT_ROW_TILE), y, ldy);
+        for i0 in (0..m).step_by(ROW_TILE) {
+            self.q8_0_block(x, n_tok, row0, i0, m.min(i0 + ROW_TILE), y, ldy);
         }
     }
 
@@ -341,7 +338,7 @@ impl FloatMatrix {
         }
     }
 
-    /// Tokens `t0..t1` times rows `row0 + i0..row0 + i1` in `R x T` tiles, with `1 x T`, `R x 1` and
+    /// Tokens `0..t1` times rows `row0 + i0..row0 + i1` in `R x T` tiles, with `1 x T`, `R x 1` and
     /// `1 x 1` tiles at the edges. Output `(t, i)` goes to `y[t * ldy + i]`. While the last tokens pass
     /// over the rows (from cache), the rows one tile further on (below `prefetch_end`) are prefetched.
     ///
@@ -352,7 +349,6 @@ impl FloatMatrix {
     unsafe fn f16_block<const R: usize, const T: usize>(
         &self,
         x: &[f32],
-        t0: usize,
         t1: usize,
         row0: usize,
         i0: usize,
@@ -365,7 +361,7 @@ impl FloatMatrix {
         let cols = self.cols;
         let xp = |t: usize| x[t * cols..(t + 1) * cols].as_ptr();
         let wp = |i: usize| self.row(row0 + i).as_ptr();
-        let mut t = t0;
+        let mut t = 0;
         while t < t1 {
             let full_t = t1 - t >= T;
             let mut i = i0;
@@ -402,7 +398,7 @@ impl FloatMatrix {
                     }
                 }
                 let nr = if full_r { R } else { 1 };
-                let ahead = i + F16_ROW_TILE;
+                let ahead = i + ROW_TILE;
                 if t + T >= t1 && ahead + nr <= prefetch_end {
                     let start = (row0 + ahead) * self.row_bytes;
                     crate::simd::prefetch(&self.data[start..start + nr * self.row_bytes]);

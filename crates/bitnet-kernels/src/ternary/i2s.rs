@@ -283,16 +283,24 @@ pub(crate) fn gemm_tiled(
     let mut tile: Tile = [[0; TILE_TOKENS]; TILE_ROWS];
     // sum(q) per token, needed once per tile: computed up front for the usual token counts (exact at
     // every level, so the detected one is used), else per token tile.
+    // (A small array for decoding so that the per-call zeroing stays small.)
     const SUMS: usize = 512;
     let level = crate::simd_level();
     let sum_of = |t: usize| crate::sum_i8_with(level, &q[t * cols..t * cols + full]);
-    let mut sums = [0i32; SUMS];
-    let has_tail = !cols.is_multiple_of(BLOCK);
+    let (mut small, mut big);
+    let sums: &mut [i32] = if n <= TILE_TOKENS {
+        small = [0i32; TILE_TOKENS];
+        &mut small
+    } else {
+        big = [0i32; SUMS];
+        &mut big
+    };
     if n <= SUMS {
         for (t, s) in sums.iter_mut().enumerate().take(n) {
             *s = sum_of(t);
         }
     }
+    let has_tail = !cols.is_multiple_of(BLOCK);
     let mut c0 = 0;
     while c0 < m {
         let c1 = m.min(c0 + chunk_rows);
