@@ -254,9 +254,10 @@ pub(crate) type Tile = [[i32; TILE_TOKENS]; TILE_ROWS];
 /// Bytes of weights one pass over the token tiles keeps hot (fits L2 on current x86 cores).
 const CHUNK_BYTES: usize = 256 * 1024;
 
-/// Shared loop nest of the SIMD levels. `dots(r, nr, toks, out)` must write
+/// Shared loop nest of the SIMD levels. `dots(r, nr, toks, out, stream)` must write
 /// `out[k][t] = sum_j toks[t][j] * code(r + k, j)` over the full blocks (codes 0..=2, code 3 read
-/// as 1), for `k < nr` where `nr` is `rmax` or 1. Since `t = code - 1`, the ternary dot is that
+/// as 1), for `k < nr` where `nr` is `rmax` or 1; `stream` says that this call passes over the
+/// weights once (at most `tmax` tokens), so the kernel should prefetch ahead itself. Since `t = code - 1`, the ternary dot is that
 /// minus `sum_j q[j]` (computed once per token tile), plus the scalar tail.
 ///
 /// Rows are processed in chunks of about `CHUNK_BYTES` so a chunk stays in cache while every
@@ -273,7 +274,7 @@ pub(crate) fn gemm_tiled(
     ldy: usize,
     rmax: usize,
     tmax: usize,
-    mut dots: impl FnMut(usize, usize, &[&[i8]], &mut Tile),
+    mut dots: impl FnMut(usize, usize, &[&[i8]], &mut Tile, bool),
 ) {
     debug_assert!((1..=TILE_ROWS).contains(&rmax) && (1..=TILE_TOKENS).contains(&tmax));
     let cols = v.cols;
@@ -301,6 +302,7 @@ pub(crate) fn gemm_tiled(
         }
     }
     let has_tail = !cols.is_multiple_of(BLOCK);
+    let stream = n <= tmax;
     let mut c0 = 0;
     while c0 < m {
         let c1 = m.min(c0 + chunk_rows);
@@ -318,7 +320,7 @@ pub(crate) fn gemm_tiled(
             let mut i = c0;
             while i < c1 {
                 let nr = if c1 - i >= rmax { rmax } else { 1 };
-                dots(row0 + i, nr, &toks[..nt], &mut tile);
+                dots(row0 + i, nr, &toks[..nt], &mut tile, stream);
                 // The last token tile over a chunk works from cache; meanwhile fetch the same rows of
                 // the next chunk, so that its first pass does not wait on memory.
                 if n > tmax && t0 + nt == n && c1 + (i - c0) + nr <= m {

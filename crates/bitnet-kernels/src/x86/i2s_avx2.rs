@@ -121,11 +121,23 @@ unsafe fn dots_with<const CLEAN: bool>(v: I2sRows<'_>, r: usize, nr: usize, toks
 /// AVX2 + FMA + F16C available; `q.len() >= cols`, `row0 + y.len() <= rows`.
 pub(crate) unsafe fn gemv(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
     let m = y.len();
-    gemm_tiled(v, w_scale, q, &[x_scale], row0, m, y, m, R, 1, |r, nr, toks, out| {
-        // SAFETY: the caller guarantees AVX2; gemm_tiled passes rows inside row0..row0 + m,
-        // nr in {1, R} and tokens of cols values.
-        unsafe { dots(v, r, nr, toks, out) }
-    });
+    gemm_tiled(
+        v,
+        w_scale,
+        q,
+        &[x_scale],
+        row0,
+        m,
+        y,
+        m,
+        R,
+        1,
+        |r, nr, toks, out, _stream| {
+            // SAFETY: the caller guarantees AVX2; gemm_tiled passes rows inside row0..row0 + m,
+            // nr in {1, R} and tokens of cols values.
+            unsafe { dots(v, r, nr, toks, out) }
+        },
+    );
 }
 
 /// # Safety
@@ -141,8 +153,20 @@ pub(crate) unsafe fn gemm(
     y: &mut [f32],
     ldy: usize,
 ) {
-    gemm_tiled(v, w_scale, q, x_scales, row0, m, y, ldy, R, T, |r, nr, toks, out| {
-        // SAFETY: as in gemv.
-        unsafe { dots(v, r, nr, toks, out) }
-    });
+    gemm_tiled(
+        v,
+        w_scale,
+        q,
+        x_scales,
+        row0,
+        m,
+        y,
+        ldy,
+        R,
+        T,
+        |r, nr, toks, out, _stream| {
+            // SAFETY: as in gemv.
+            unsafe { dots(v, r, nr, toks, out) }
+        },
+    );
 }

@@ -8,20 +8,22 @@
 //! accumulators and 8 code vectors in registers; each activation load feeds 4 rows and each decoded
 //! block feeds 4 tokens.
 
-use super::sanitize_codes_vl;
+use super::{prefetch_ahead, sanitize_codes_vl};
 use crate::ternary::i2s::{gemm_tiled, I2sRows, Tile, BLOCK, BLOCK_BYTES};
 use core::arch::x86_64::*;
 
 const R: usize = 4;
 const T: usize = 4;
 
-/// `out[r][k] = sum_j toks[k][j] * code(row0 + r, j)` over the full blocks.
+/// `out[r][k] = sum_j toks[k][j] * code(row0 + r, j)` over the full blocks. With `STREAM`, the
+/// weights [`super::STREAM_AHEAD`] bytes further on are prefetched as the tile goes (for calls that
+/// pass over the weights once).
 ///
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI available; rows `row0 .. row0 + RR` exist in `v`; `toks.len() == TT`;
 /// every token has at least `full_blocks * 128` values. (Asserted on entry, once per tile.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool>(
+unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool, const STREAM: bool>(
     v: I2sRows<'_>,
     row0: usize,
     toks: &[&[i8]],
@@ -39,6 +41,11 @@ unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool>(
     let w0 = v.data.as_ptr().wrapping_add(row0 * v.stride);
     let qp: [*const i8; TT] = core::array::from_fn(|k| toks[k].as_ptr());
     for b in 0..nb {
+        if STREAM {
+            // The tile's rows are contiguous, so this sweeps the rows after them at the pace
+            // this tile reads its own.
+            prefetch_ahead(w0, b * RR * BLOCK_BYTES, RR * BLOCK_BYTES);
+        }
         // (Plain loops rather than closures so everything stays inside this target-feature
         // function.)
         let mut c = [[_mm512_setzero_si512(); 2]; RR];
@@ -72,31 +79,38 @@ unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool>(
 
 /// # Safety
 /// As [`tile`], with `nr` in `{1, R}` and `toks.len()` in `1..=T`.
-unsafe fn dots(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile) {
+unsafe fn dots(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile, stream: bool) {
     // SAFETY: forwarded from the caller.
     unsafe {
-        if v.clean {
-            dots_with::<true>(v, r, nr, toks, out)
-        } else {
-            dots_with::<false>(v, r, nr, toks, out)
+        match (v.clean, stream) {
+            (true, true) => dots_with::<true, true>(v, r, nr, toks, out),
+            (true, false) => dots_with::<true, false>(v, r, nr, toks, out),
+            (false, true) => dots_with::<false, true>(v, r, nr, toks, out),
+            (false, false) => dots_with::<false, false>(v, r, nr, toks, out),
         }
     }
 }
 
 /// # Safety
 /// As [`dots`].
-unsafe fn dots_with<const CLEAN: bool>(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile) {
+unsafe fn dots_with<const CLEAN: bool, const STREAM: bool>(
+    v: I2sRows<'_>,
+    r: usize,
+    nr: usize,
+    toks: &[&[i8]],
+    out: &mut Tile,
+) {
     // SAFETY: forwarded from the caller.
     unsafe {
         match (nr == R, toks.len()) {
-            (true, 1) => tile::<R, 1, CLEAN>(v, r, toks, out),
-            (true, 2) => tile::<R, 2, CLEAN>(v, r, toks, out),
-            (true, 3) => tile::<R, 3, CLEAN>(v, r, toks, out),
-            (true, _) => tile::<R, T, CLEAN>(v, r, toks, out),
-            (false, 1) => tile::<1, 1, CLEAN>(v, r, toks, out),
-            (false, 2) => tile::<1, 2, CLEAN>(v, r, toks, out),
-            (false, 3) => tile::<1, 3, CLEAN>(v, r, toks, out),
-            (false, _) => tile::<1, T, CLEAN>(v, r, toks, out),
+            (true, 1) => tile::<R, 1, CLEAN, STREAM>(v, r, toks, out),
+            (true, 2) => tile::<R, 2, CLEAN, STREAM>(v, r, toks, out),
+            (true, 3) => tile::<R, 3, CLEAN, STREAM>(v, r, toks, out),
+            (true, _) => tile::<R, T, CLEAN, STREAM>(v, r, toks, out),
+            (false, 1) => tile::<1, 1, CLEAN, STREAM>(v, r, toks, out),
+            (false, 2) => tile::<1, 2, CLEAN, STREAM>(v, r, toks, out),
+            (false, 3) => tile::<1, 3, CLEAN, STREAM>(v, r, toks, out),
+            (false, _) => tile::<1, T, CLEAN, STREAM>(v, r, toks, out),
         }
     }
 }
@@ -105,11 +119,23 @@ unsafe fn dots_with<const CLEAN: bool>(v: I2sRows<'_>, r: usize, nr: usize, toks
 /// AVX-512 F/BW/VL + VNNI available; `q.len() >= cols`, `row0 + y.len() <= rows`.
 pub(crate) unsafe fn gemv(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
     let m = y.len();
-    gemm_tiled(v, w_scale, q, &[x_scale], row0, m, y, m, R, 1, |r, nr, toks, out| {
-        // SAFETY: the caller guarantees AVX-512 VNNI; gemm_tiled passes rows inside
-        // row0..row0 + m, nr in {1, R} and tokens of cols values.
-        unsafe { dots(v, r, nr, toks, out) }
-    });
+    gemm_tiled(
+        v,
+        w_scale,
+        q,
+        &[x_scale],
+        row0,
+        m,
+        y,
+        m,
+        R,
+        1,
+        |r, nr, toks, out, stream| {
+            // SAFETY: the caller guarantees AVX-512 VNNI; gemm_tiled passes rows inside
+            // row0..row0 + m, nr in {1, R} and tokens of cols values.
+            unsafe { dots(v, r, nr, toks, out, stream) }
+        },
+    );
 }
 
 /// # Safety
@@ -125,8 +151,20 @@ pub(crate) unsafe fn gemm(
     y: &mut [f32],
     ldy: usize,
 ) {
-    gemm_tiled(v, w_scale, q, x_scales, row0, m, y, ldy, R, T, |r, nr, toks, out| {
-        // SAFETY: as in gemv.
-        unsafe { dots(v, r, nr, toks, out) }
-    });
+    gemm_tiled(
+        v,
+        w_scale,
+        q,
+        x_scales,
+        row0,
+        m,
+        y,
+        ldy,
+        R,
+        T,
+        |r, nr, toks, out, stream| {
+            // SAFETY: as in gemv.
+            unsafe { dots(v, r, nr, toks, out, stream) }
+        },
+    );
 }
