@@ -44,6 +44,7 @@ fn ternary(c: &mut Criterion) {
         Bytes::from_vec(tq2_0::encode(&codes, &vec![0.5; ROWS * COLS / 256]).unwrap()),
     )
     .unwrap();
+    let t5 = i2s_m.to_triple5().expect("2560 columns are whole I2_S blocks");
     let (q, s) = activations(16);
     let mut y = vec![0f32; 16 * ROWS];
 
@@ -51,6 +52,7 @@ fn ternary(c: &mut Criterion) {
     for (name, m, bytes) in [
         ("i2s", &i2s_m, ROWS * COLS / 4),
         ("tq2_0", &tq2, ROWS * COLS / 256 * 66),
+        ("triple5", &t5, ROWS * bitnet_kernels::triple5::stride_for(COLS)),
     ] {
         g.throughput(Throughput::Bytes(bytes as u64));
         for level in supported_simd_levels() {
@@ -63,7 +65,7 @@ fn ternary(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("ternary_gemm_16tok");
     g.throughput(Throughput::Elements((ROWS * COLS * 16) as u64));
-    for (name, m) in [("i2s", &i2s_m), ("tq2_0", &tq2)] {
+    for (name, m) in [("i2s", &i2s_m), ("tq2_0", &tq2), ("triple5", &t5)] {
         for level in supported_simd_levels() {
             g.bench_function(BenchmarkId::new(name, format!("{level:?}")), |b| {
                 b.iter(|| m.gemm_with(level, black_box(&q), &s, 0, ROWS, &mut y, ROWS))

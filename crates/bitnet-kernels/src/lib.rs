@@ -28,5 +28,5 @@ pub use bytes::Bytes;
 pub use error::KernelError;
 pub use float::{dot_f32, FloatFormat, FloatMatrix};
 pub use simd::{detected_simd_level, set_simd_level, simd_level, supported_simd_levels, SimdLevel};
-pub use ternary::{hf_packed, i2s, tq1_0, tq2_0, TernaryFormat, TernaryMatrix};
+pub use ternary::{hf_packed, i2s, tq1_0, tq2_0, triple5, TernaryFormat, TernaryMatrix};
 pub use zeroed::{try_zeroed_f32, try_zeroed_u16};

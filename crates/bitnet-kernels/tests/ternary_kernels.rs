@@ -2,7 +2,7 @@
 //! result is an integer times fixed scales; within f32 rounding for the block-scaled TQ formats),
 //! and the scalar kernels against a naive dot of the decoded weights.
 
-use bitnet_kernels::{i2s, supported_simd_levels, tq1_0, tq2_0, Bytes, SimdLevel, TernaryMatrix};
+use bitnet_kernels::{i2s, supported_simd_levels, tq1_0, tq2_0, Bytes, SimdLevel, TernaryFormat, TernaryMatrix};
 use proptest::prelude::*;
 
 /// Ternary values with runs of all-zero and all -1 rows mixed in.
@@ -171,8 +171,35 @@ proptest! {
                 prop_assert_eq!(sv[t * c.m + i].to_bits(), (acc as i32 as f32 / c.xs[t] * c.scale).to_bits());
             }
         }
+        // The same weights repacked to Triple5 (code 3 reads as 0 there too).
+        let t5 = w.to_triple5().unwrap();
+        prop_assert_eq!(t5.format(), TernaryFormat::Triple5);
         for level in supported_simd_levels() {
             let (gv, gm) = run(&w, level, &c.q, &c.xs, c.row0, c.m);
+            prop_assert_eq!(bits(&gv), bits(&sv), "gemv {:?}", level);
+            prop_assert_eq!(bits(&gm), bits(&sv), "gemm {:?}", level);
+            let (gv, gm) = run(&t5, level, &c.q, &c.xs, c.row0, c.m);
+            prop_assert_eq!(bits(&gv), bits(&sv), "triple5 gemv {:?}", level);
+            prop_assert_eq!(bits(&gm), bits(&sv), "triple5 gemm {:?}", level);
+        }
+    }
+
+    /// Triple5 from our in-memory layout (rows of whole 64-value units, blocks of 192 and tails of
+    /// one or two units): decoded codes and every level equal the I2_S scalar results.
+    #[test]
+    fn triple5_levels_match_i2s(c in case_strategy(128, 8)) {
+        let w = TernaryMatrix::from_codes(c.rows, c.cols, &c.codes, c.scale).unwrap();
+        let t5 = w.to_triple5().unwrap();
+        let mut a = vec![0i8; c.cols];
+        let mut b = vec![0i8; c.cols];
+        for r in 0..c.rows {
+            w.row_codes(r, &mut a);
+            t5.row_codes(r, &mut b);
+            prop_assert_eq!(&a, &b);
+        }
+        let (sv, _) = run(&w, SimdLevel::Scalar, &c.q, &c.xs, c.row0, c.m);
+        for level in supported_simd_levels() {
+            let (gv, gm) = run(&t5, level, &c.q, &c.xs, c.row0, c.m);
             prop_assert_eq!(bits(&gv), bits(&sv), "gemv {:?}", level);
             prop_assert_eq!(bits(&gm), bits(&sv), "gemm {:?}", level);
         }
@@ -293,26 +320,32 @@ fn check_block_scaled(w: &TernaryMatrix, c: &Case) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-/// Larger shapes than the proptests (several row chunks, many tokens) at every level.
+/// Larger shapes than the proptests (several row chunks, many tokens: 70 takes Triple5's path that
+/// converts chunks to I2_S) at every level.
 #[test]
 fn large_i2s_matches_scalar() {
-    let (rows, cols, n) = (1100, 640, 13);
+    let (rows, cols) = (1100, 640);
     let codes: Vec<i8> = (0..rows * cols).map(|i| ((i * 7919 + i / 13) % 3) as i8 - 1).collect();
-    let q: Vec<i8> = (0..n * cols).map(|i| ((i * 31337) % 256) as u8 as i8).collect();
-    let xs: Vec<f32> = (0..n).map(|t| 1.0 + t as f32).collect();
     let w = TernaryMatrix::from_codes(rows, cols, &codes, 0.75).unwrap();
-    let (sv, sm) = run(&w, SimdLevel::Scalar, &q, &xs, 5, rows - 9);
-    assert_eq!(bits(&sv), bits(&sm));
-    for level in supported_simd_levels() {
-        let (gv, gm) = run(&w, level, &q, &xs, 5, rows - 9);
-        assert_eq!(bits(&gv), bits(&sv), "{level:?}");
-        assert_eq!(bits(&gm), bits(&sv), "{level:?}");
+    let t5 = w.to_triple5().unwrap();
+    for n in [13, 70] {
+        let q: Vec<i8> = (0..n * cols).map(|i| ((i * 31337) % 256) as u8 as i8).collect();
+        let xs: Vec<f32> = (0..n).map(|t| 1.0 + t as f32).collect();
+        let (sv, sm) = run(&w, SimdLevel::Scalar, &q, &xs, 5, rows - 9);
+        assert_eq!(bits(&sv), bits(&sm));
+        for level in supported_simd_levels() {
+            for m in [&w, &t5] {
+                let (gv, gm) = run(m, level, &q, &xs, 5, rows - 9);
+                assert_eq!(bits(&gv), bits(&sv), "{:?} {level:?} n {n}", m.format());
+                assert_eq!(bits(&gm), bits(&sv), "{:?} {level:?} n {n}", m.format());
+            }
+        }
     }
 }
 
 #[test]
 fn constructors_validate() {
-    use bitnet_kernels::{KernelError, TernaryFormat};
+    use bitnet_kernels::KernelError;
     // I2_S: cols must be a multiple of 128, data must hold the packed bytes + scale.
     assert!(matches!(
         TernaryMatrix::from_i2s(2, 100, Bytes::from_vec(vec![0; 100])),
@@ -424,6 +457,7 @@ fn extreme_values_on_long_rows() {
         let q: Vec<i8> = patterns.concat();
         let xs = [1.0f32, 2.0, 0.5, 3.0];
         let mut mats = vec![TernaryMatrix::from_codes(rows, cols, &codes, 1.0).unwrap()];
+        mats.extend(mats[0].to_triple5());
         if cols % 256 == 0 {
             let enc = i2s::encode(&codes, 1.0).unwrap();
             mats.push(TernaryMatrix::from_i2s(rows, cols, Bytes::from_vec(enc)).unwrap());

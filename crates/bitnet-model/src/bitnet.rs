@@ -22,8 +22,22 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// Wraps `w` as it is.
     pub fn new(w: TernaryMatrix) -> Self {
         Linear { w, out_scale: None }
+    }
+
+    /// Wraps `w` in the layout this CPU's kernels read fastest: I2_S weights are repacked to
+    /// Triple5 (1.67 bits per weight, see [`bitnet_kernels::triple5`]) where
+    /// [`TernaryMatrix::prefers_triple5`] says so, and kept as they are otherwise. Results are
+    /// identical either way. What the loaders use.
+    pub fn for_cpu(w: TernaryMatrix) -> Self {
+        if TernaryMatrix::prefers_triple5() {
+            if let Some(t5) = w.to_triple5() {
+                return Linear::new(t5);
+            }
+        }
+        Linear::new(w)
     }
 
     /// `y = W · quant_i8(x)` for `n_tok` rows of `x`, using `s` as quantization scratch.

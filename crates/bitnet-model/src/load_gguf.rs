@@ -168,7 +168,10 @@ impl Tensors<'_> {
             }
             None => None,
         };
-        Ok(Linear { w, out_scale })
+        Ok(Linear {
+            out_scale,
+            ..Linear::for_cpu(w)
+        })
     }
 }
 

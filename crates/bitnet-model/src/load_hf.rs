@@ -225,10 +225,10 @@ fn linear(ck: &Checkpoint, name: &str, rows: usize, cols: usize, rule: ScaleRule
             bail!("tensor '{scale_name}' is not a finite number ({ws})");
         }
         let w = TernaryMatrix::from_codes(rows, cols, &codes, scale).with_context(|| format!("tensor '{name}'"))?;
-        return Ok(Linear::new(w));
+        return Ok(Linear::for_cpu(w));
     }
     let m = ck.float_matrix(name, rows, cols)?;
-    Ok(Linear::new(ternary_from_float(&m, FloatToTernary::Absmean, name)?))
+    Ok(Linear::for_cpu(ternary_from_float(&m, FloatToTernary::Absmean, name)?))
 }
 
 fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Result<BitNetModel> {

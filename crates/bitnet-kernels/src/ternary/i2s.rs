@@ -14,6 +14,7 @@
 // kernels yet) only run the scalar paths.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
+use super::tiled::{finish, RowView};
 use crate::error::KernelError;
 
 /// Values per block.
@@ -210,12 +211,6 @@ pub(crate) fn row_dot_scalar(row: &[u8], cols: usize, q: &[i8]) -> i32 {
     acc + tail_dot(row, cols, q)
 }
 
-/// The integer-to-float step every level shares, so results agree bit for bit.
-#[inline]
-pub(crate) fn finish(acc: i32, x_scale: f32, w_scale: f32) -> f32 {
-    acc as f32 / x_scale * w_scale
-}
-
 /// Scalar gemv: `y[i] = finish(dot(row0 + i, q))`.
 pub(crate) fn gemv_scalar(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
     for (i, out) in y.iter_mut().enumerate() {
@@ -244,137 +239,21 @@ pub(crate) fn gemm_scalar(
     }
 }
 
-/// Most rows a SIMD tile covers at once.
-pub(crate) const TILE_ROWS: usize = 4;
-/// Most tokens a SIMD tile covers at once.
-pub(crate) const TILE_TOKENS: usize = 4;
-/// Results of one tile: `[row][token]` raw dots over the full blocks with codes 0..=2.
-pub(crate) type Tile = [[i32; TILE_TOKENS]; TILE_ROWS];
-
-/// Bytes of weights one pass over the token tiles keeps hot (fits L2 on current x86 cores).
-const CHUNK_BYTES: usize = 256 * 1024;
-
-/// Shared loop nest of the SIMD levels. `dots(r, nr, toks, out, stream)` must write
-/// `out[k][t] = sum_j toks[t][j] * code(r + k, j)` over the full blocks (codes 0..=2, code 3 read
-/// as 1), for `k < nr` where `nr` is `rmax` or 1; `stream` says that this call passes over the
-/// weights once (at most `tmax` tokens), so the kernel should prefetch ahead itself. Since `t = code - 1`, the ternary dot is that
-/// minus `sum_j q[j]` (computed once per token tile), plus the scalar tail.
-///
-/// Rows are processed in chunks of about `CHUNK_BYTES` so a chunk stays in cache while every
-/// token tile passes over it; each weight byte is thus read from memory once per call.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_tiled(
-    v: I2sRows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-    rmax: usize,
-    tmax: usize,
-    mut dots: impl FnMut(usize, usize, &[&[i8]], &mut Tile, bool),
-) {
-    debug_assert!((1..=TILE_ROWS).contains(&rmax) && (1..=TILE_TOKENS).contains(&tmax));
-    let cols = v.cols;
-    let full = v.full_blocks() * BLOCK;
-    let n = x_scales.len();
-    let chunk_rows = ((CHUNK_BYTES / v.stride.max(1)) / rmax * rmax).max(rmax);
-    let mut tile: Tile = [[0; TILE_TOKENS]; TILE_ROWS];
-    // sum(q) per token, needed once per tile: computed up front for the usual token counts (exact at
-    // every level, so the detected one is used), else per token tile.
-    // (A small array for decoding so that the per-call zeroing stays small.)
-    const SUMS: usize = 512;
-    let level = crate::simd_level();
-    let sum_of = |t: usize| crate::sum_i8_with(level, &q[t * cols..t * cols + full]);
-    let (mut small, mut big);
-    let sums: &mut [i32] = if n <= TILE_TOKENS {
-        small = [0i32; TILE_TOKENS];
-        &mut small
-    } else {
-        big = [0i32; SUMS];
-        &mut big
-    };
-    if n <= SUMS {
-        for (t, s) in sums.iter_mut().enumerate().take(n) {
-            *s = sum_of(t);
-        }
+impl RowView for I2sRows<'_> {
+    fn data(&self) -> &[u8] {
+        self.data
     }
-    let has_tail = !cols.is_multiple_of(BLOCK);
-    let stream = n <= tmax;
-    let mut c0 = 0;
-    while c0 < m {
-        let c1 = m.min(c0 + chunk_rows);
-        let mut t0 = 0;
-        while t0 < n {
-            let nt = tmax.min(n - t0);
-            let mut toks: [&[i8]; TILE_TOKENS] = [&[]; TILE_TOKENS];
-            let mut sumq = [0i32; TILE_TOKENS];
-            let mut xs_tile = [1f32; TILE_TOKENS];
-            xs_tile[..nt].copy_from_slice(&x_scales[t0..t0 + nt]);
-            for k in 0..nt {
-                toks[k] = &q[(t0 + k) * cols..(t0 + k + 1) * cols];
-                sumq[k] = if n <= SUMS { sums[t0 + k] } else { sum_of(t0 + k) };
-            }
-            let mut i = c0;
-            while i < c1 {
-                let nr = if c1 - i >= rmax { rmax } else { 1 };
-                dots(row0 + i, nr, &toks[..nt], &mut tile, stream);
-                // The last token tile over a chunk works from cache; meanwhile fetch the same rows of
-                // the next chunk, so that its first pass does not wait on memory.
-                if n > tmax && t0 + nt == n && c1 + (i - c0) + nr <= m {
-                    let next = v.row(row0 + c1 + (i - c0));
-                    let len = nr * v.stride;
-                    crate::simd::prefetch(&v.data[(next.as_ptr() as usize - v.data.as_ptr() as usize)..][..len]);
-                }
-                for (rr, tile_row) in tile.iter().enumerate().take(nr) {
-                    // All TILE_TOKENS lanes at once (unused ones divide by 1) so that the compiler
-                    // vectorizes the divisions; each lane is exactly `finish`.
-                    let mut acc = [0i32; TILE_TOKENS];
-                    for k in 0..TILE_TOKENS {
-                        acc[k] = tile_row[k] - sumq[k];
-                    }
-                    if has_tail {
-                        for k in 0..nt {
-                            acc[k] += tail_dot(v.row(row0 + i + rr), cols, toks[k]);
-                        }
-                    }
-                    let out = finish_tile(acc, xs_tile, w_scale);
-                    for (k, &o) in out.iter().enumerate().take(nt) {
-                        y[(t0 + k) * ldy + i + rr] = o;
-                    }
-                }
-                i += nr;
-            }
-            t0 += nt;
-        }
-        c0 = c1;
+    fn cols(&self) -> usize {
+        self.cols
     }
-}
-
-/// [`finish`] of a tile row's four tokens at once (the epilogue runs once per 16 outputs of a tile;
-/// scalar divisions there cost a tenth of a prefill). Lane for lane the same IEEE operations as
-/// `finish`, so the results are identical.
-#[inline]
-fn finish_tile(acc: [i32; TILE_TOKENS], xs: [f32; TILE_TOKENS], w_scale: f32) -> [f32; TILE_TOKENS] {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use core::arch::x86_64::*;
-        const _: () = assert!(TILE_TOKENS == 4);
-        let mut out = [0f32; TILE_TOKENS];
-        // SAFETY: SSE2 is part of the x86-64 baseline; the loads and the store cover exactly the
-        // four-element arrays.
-        unsafe {
-            let a = _mm_cvtepi32_ps(_mm_loadu_si128(acc.as_ptr().cast()));
-            let v = _mm_mul_ps(_mm_div_ps(a, _mm_loadu_ps(xs.as_ptr())), _mm_set1_ps(w_scale));
-            _mm_storeu_ps(out.as_mut_ptr(), v);
-        }
-        out
+    fn stride(&self) -> usize {
+        self.stride
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        core::array::from_fn(|k| finish(acc[k], xs[k], w_scale))
+    fn tiled_cols(&self) -> usize {
+        self.full_blocks() * BLOCK
+    }
+    fn tail_dot(&self, r: usize, q: &[i8]) -> i32 {
+        tail_dot(self.row(r), self.cols, q)
     }
 }
 

@@ -2,8 +2,10 @@
 
 pub mod hf_packed;
 pub mod i2s;
+pub(crate) mod tiled;
 pub mod tq1_0;
 pub mod tq2_0;
+pub mod triple5;
 
 use crate::bytes::Bytes;
 use crate::error::KernelError;
@@ -11,6 +13,7 @@ use crate::simd::{simd_level, SimdLevel};
 use i2s::I2sRows;
 use std::fmt;
 use tq2_0::TqRows;
+use triple5::Triple5Rows;
 
 /// Storage format of a [`TernaryMatrix`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -21,6 +24,9 @@ pub enum TernaryFormat {
     TQ2_0,
     /// ggml TQ1_0 (1.6875 bits per value, f16 scale per 256 values).
     TQ1_0,
+    /// Our load-time layout, three values in five bits with the per-tensor scale (see
+    /// [`triple5`]); built by [`TernaryMatrix::to_triple5`], never read from a file.
+    Triple5,
 }
 
 /// A ternary weight matrix (rows = output features, cols = input features) over borrowed bytes.
@@ -200,6 +206,7 @@ impl TernaryMatrix {
     pub fn block_size(&self) -> usize {
         match self.format {
             TernaryFormat::I2S => i2s::BLOCK,
+            TernaryFormat::Triple5 => triple5::BLOCK,
             TernaryFormat::TQ2_0 => tq2_0::BLOCK,
             TernaryFormat::TQ1_0 => tq1_0::BLOCK,
         }
@@ -213,7 +220,7 @@ impl TernaryMatrix {
         assert!(out.len() >= nb, "row_scales: need {nb} slots, got {}", out.len());
         let row = self.row_bytes(r);
         match self.format {
-            TernaryFormat::I2S => out[..nb].fill(self.scale.unwrap_or(1.0)),
+            TernaryFormat::I2S | TernaryFormat::Triple5 => out[..nb].fill(self.scale.unwrap_or(1.0)),
             TernaryFormat::TQ2_0 => {
                 for (o, blk) in out.iter_mut().zip(row.chunks_exact(tq2_0::BLOCK_BYTES)) {
                     *o = tq2_0::block_scale(blk);
@@ -238,6 +245,7 @@ impl TernaryMatrix {
         );
         match self.format {
             TernaryFormat::I2S => self.i2s_rows().row_codes(r, out),
+            TernaryFormat::Triple5 => self.triple5_rows().row_codes(r, out),
             TernaryFormat::TQ2_0 => {
                 for (blk, vals) in self
                     .row_bytes(r)
@@ -259,13 +267,67 @@ impl TernaryMatrix {
         }
     }
 
-    /// The raw bytes (file layout, or our layout for [`from_codes`](Self::from_codes)).
+    /// The same weights in the [`triple5`] layout (1.67 bits per value instead of 2), for I2_S
+    /// matrices whose rows are whole I2_S blocks; `None` for other formats and shapes. Rows are
+    /// repacked in parallel on the worker pool; the result owns its bytes. Results of every kernel
+    /// are unchanged: the integer dots are exact either way.
+    pub fn to_triple5(&self) -> Option<TernaryMatrix> {
+        if self.format != TernaryFormat::I2S || !self.cols.is_multiple_of(i2s::BLOCK) {
+            return None;
+        }
+        let stride = triple5::stride_for(self.cols);
+        let mut data = vec![0u8; self.rows * stride + triple5::PAD];
+        let src = self.i2s_rows();
+        let simd = triple5_simd(simd_level());
+        // About 1 MB of output per task.
+        let rows_per_task = (1 << 20) / stride.max(1) + 1;
+        crate::pool::for_each_chunk_mut(&mut data[..self.rows * stride], rows_per_task * stride, |i, out| {
+            let r0 = i * rows_per_task;
+            let r1 = r0 + out.len() / stride;
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: triple5_simd checked AVX-512 + VBMI; cols % 128 == 0 (checked above),
+                // rows r0..r1 exist and `out` holds exactly their bytes.
+                unsafe { crate::x86::triple5_avx512::repack_i2s_rows(src, r0, r1, out) };
+                return;
+            }
+            let _ = simd;
+            triple5::repack_i2s_rows(src, r0, r1, out);
+        });
+        Some(TernaryMatrix {
+            format: TernaryFormat::Triple5,
+            rows: self.rows,
+            cols: self.cols,
+            stride,
+            scale: self.scale,
+            clean: true,
+            data: Bytes::from_vec(data),
+        })
+    }
+
+    /// Whether the kernels of this CPU (at the current [`simd_level`]) run [`triple5`] matrices
+    /// faster than I2_S ones: AVX-512 VNNI plus VBMI (Ice Lake, Zen 4 and later). Loaders repack
+    /// with [`to_triple5`](Self::to_triple5) when this holds.
+    pub fn prefers_triple5() -> bool {
+        triple5_simd(simd_level())
+    }
+
+    /// The raw bytes (file layout, or our layout for [`from_codes`](Self::from_codes) and
+    /// [`to_triple5`](Self::to_triple5)).
     pub fn data(&self) -> &Bytes {
         &self.data
     }
 
     fn row_bytes(&self, r: usize) -> &[u8] {
         &self.data[r * self.stride..(r + 1) * self.stride]
+    }
+
+    fn triple5_rows(&self) -> Triple5Rows<'_> {
+        Triple5Rows {
+            data: &self.data,
+            cols: self.cols,
+            stride: self.stride,
+        }
     }
 
     fn i2s_rows(&self) -> I2sRows<'_> {
@@ -319,8 +381,8 @@ impl TernaryMatrix {
                     _ => i2s::gemv_scalar(v, ws, q, x_scale, row0, y),
                 }
             }
-            // The TQ kernels are written for token tiles; one token is the smallest tile.
-            TernaryFormat::TQ2_0 | TernaryFormat::TQ1_0 => {
+            // These kernels are written for token tiles; one token is the smallest tile.
+            TernaryFormat::Triple5 | TernaryFormat::TQ2_0 | TernaryFormat::TQ1_0 => {
                 let m = y.len();
                 self.gemm_with(level, q, &[x_scale], row0, m, y, m)
             }
@@ -386,6 +448,20 @@ impl TernaryMatrix {
                     _ => i2s::gemm_scalar(v, ws, q, x_scales, row0, m, y, ldy),
                 }
             }
+            TernaryFormat::Triple5 => {
+                let v = self.triple5_rows();
+                let ws = self.scale.unwrap_or(1.0);
+                if triple5_simd(level) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: triple5_simd checked AVX-512 VNNI (clamped to the CPU) and VBMI; the
+                    // bounds were asserted above; the buffer ends with triple5::PAD bytes.
+                    unsafe {
+                        crate::x86::triple5_avx512::gemm(v, ws, q, x_scales, row0, m, y, ldy)
+                    }
+                } else {
+                    triple5::gemm_scalar(v, ws, q, x_scales, row0, m, y, ldy)
+                }
+            }
             TernaryFormat::TQ2_0 => match level {
                 #[cfg(target_arch = "x86_64")]
                 SimdLevel::Avx512Vnni if self.cols / tq2_0::BLOCK <= tq2_0::MAX_BLOCKS => {
@@ -440,5 +516,18 @@ impl TernaryMatrix {
             cols: self.cols,
             stride: self.stride,
         }
+    }
+}
+
+/// Whether `level` (clamped to the CPU) has the Triple5 SIMD kernel: AVX-512 VNNI plus VBMI.
+fn triple5_simd(level: SimdLevel) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        level.clamp_to_cpu() == SimdLevel::Avx512Vnni && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = level;
+        false
     }
 }

@@ -7,7 +7,8 @@
 //! (plane `k` of byte `p` is value `32k + p`, so no shuffles are needed).
 
 use super::{hsum_epi32_256, sanitize_codes};
-use crate::ternary::i2s::{gemm_tiled, I2sRows, Tile, BLOCK, BLOCK_BYTES};
+use crate::ternary::i2s::{I2sRows, BLOCK, BLOCK_BYTES};
+use crate::ternary::tiled::{gemm_tiled, Tile};
 use core::arch::x86_64::*;
 
 /// Rows per tile. Activations are re-read per row either way (as memory operands of `maddubs`), so

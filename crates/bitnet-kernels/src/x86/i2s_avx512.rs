@@ -9,7 +9,8 @@
 //! block feeds 4 tokens.
 
 use super::{prefetch_ahead, sanitize_codes_vl};
-use crate::ternary::i2s::{gemm_tiled, I2sRows, Tile, BLOCK, BLOCK_BYTES};
+use crate::ternary::i2s::{I2sRows, BLOCK, BLOCK_BYTES};
+use crate::ternary::tiled::{gemm_tiled, Tile};
 use core::arch::x86_64::*;
 
 const R: usize = 4;

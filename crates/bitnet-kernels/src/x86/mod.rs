@@ -12,6 +12,7 @@ pub(crate) mod i2s_avx2;
 pub(crate) mod i2s_avx512;
 pub(crate) mod tq2_0_avx2;
 pub(crate) mod tq2_0_avx512;
+pub(crate) mod triple5_avx512;
 
 use core::arch::x86_64::*;
 

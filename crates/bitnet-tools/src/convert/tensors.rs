@@ -88,7 +88,7 @@ pub fn codes_of(lin: &Linear) -> Codes {
     }
     let os = lin.out_scale.unwrap_or(1.0);
     match w.format() {
-        TernaryFormat::I2S => Codes {
+        TernaryFormat::I2S | TernaryFormat::Triple5 => Codes {
             codes,
             tensor_scale: Some(w.scale().unwrap_or(1.0) * os),
             block_scales: None,
