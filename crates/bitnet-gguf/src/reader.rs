@@ -26,6 +26,8 @@ pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 pub struct GgufFile {
     name: String,
     source: SharedBytes,
+    /// The same bytes as `source` when they are a memory map (for [`GgufFile::release`]).
+    map: Option<Arc<Mmap>>,
     version: u32,
     alignment: u64,
     data_offset: u64,
@@ -48,10 +50,11 @@ impl GgufFile {
         };
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let source: SharedBytes = if len == 0 {
+        if len == 0 {
             // Mapping an empty file fails on some platforms; parsing then reports truncation.
-            Arc::new(Vec::<u8>::new())
-        } else {
+            return Self::from_shared(Arc::new(Vec::<u8>::new()), &name);
+        }
+        let map = {
             // SAFETY: `Mmap::map` is unsafe because the mapped bytes could change, or pages
             // could vanish (SIGBUS), if another process modified or truncated the file while it
             // is mapped. Model files are written once and then only read; like every mmap-based
@@ -60,7 +63,36 @@ impl GgufFile {
             let map = unsafe { Mmap::map(&file) }.map_err(io)?;
             Arc::new(map)
         };
-        Self::from_shared(source, &name)
+        let source: SharedBytes = map.clone();
+        let mut g = Self::from_shared(source, &name)?;
+        g.map = Some(map);
+        Ok(g)
+    }
+
+    /// Lets the OS drop this process's copies of the pages inside `range` (absolute offsets into
+    /// the file) when the file is memory-mapped: for tensors a loader has converted and will not
+    /// read again, so that the process does not hold both copies. The bytes stay readable and
+    /// unchanged (a later read maps them in again from the page cache or the file). Only whole
+    /// pages inside `range` are released; a no-op for in-memory files, off Unix, or on error.
+    pub fn release(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let Some(map) = &self.map {
+            const PAGE: usize = 4096;
+            let start = (map.as_ptr() as usize)
+                .saturating_add(range.start)
+                .next_multiple_of(PAGE);
+            let end = (map.as_ptr() as usize).saturating_add(range.end.min(map.len())) / PAGE * PAGE;
+            if end > start {
+                let offset = start - map.as_ptr() as usize;
+                // SAFETY: the mapping is private and read-only, and nothing ever writes to it, so
+                // after MADV_DONTNEED a later access reads the same file bytes again: every slice
+                // handed out keeps seeing the same contents (the file must not change while
+                // mapped, as required at open). The range lies inside the map.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, end - start) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
     }
 
     /// Parses a GGUF file held in memory. `name` is used in error messages.
@@ -75,6 +107,7 @@ impl GgufFile {
         Ok(GgufFile {
             name: name.to_string(),
             source,
+            map: None,
             version: header.version,
             alignment: header.alignment,
             data_offset: header.data_offset,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
-use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryMatrix};
+use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryFormat, TernaryMatrix};
 use bitnet_tokenizer::{GgufVocab, Tokenizer};
 
 use crate::bitnet::{BitNetModel, Layer, Linear};
@@ -168,10 +168,12 @@ impl Tensors<'_> {
             }
             None => None,
         };
-        Ok(Linear {
-            out_scale,
-            ..Linear::for_cpu(w)
-        })
+        let lin = Linear::for_cpu(w);
+        if lin.w.format() == TernaryFormat::Triple5 {
+            // Repacked into memory of its own: the file's pages of this tensor are not read again.
+            self.g.release(self.g.tensor_range(t));
+        }
+        Ok(Linear { out_scale, ..lin })
     }
 }
 
