@@ -275,6 +275,92 @@ proptest! {
         prop_assert_eq!(bits(&av), bits(&bv));
         prop_assert_eq!(bits(&am), bits(&bm));
     }
+
+    /// TQ2_0 / TQ1_0 whose blocks share one scale (some blocks scale 0, whose codes must then read
+    /// as zeros) repack to Triple5 with that scale: the codes match, every level is bit-identical to
+    /// the I2_S scalar kernel on those codes, and the TQ kernel agrees within its f32 rounding.
+    /// Differing scales refuse to repack.
+    #[test]
+    fn tq_with_shared_scale_repacks_to_triple5(c in case_strategy(256, 4), zero_every in 2usize..6) {
+        let nb = c.rows * c.cols / 256;
+        let scales: Vec<f32> = (0..nb).map(|b| if b % zero_every == 1 { 0.0 } else { c.scale }).collect();
+        let mut kept = c.codes.clone();
+        for (b, blk) in kept.chunks_exact_mut(256).enumerate() {
+            if scales[b] == 0.0 {
+                blk.fill(0);
+            }
+        }
+        let want_w = TernaryMatrix::from_codes(c.rows, c.cols, &kept, c.scale).unwrap();
+        let (want, _) = run(&want_w, SimdLevel::Scalar, &c.q, &c.xs, c.row0, c.m);
+        let tq2 = TernaryMatrix::from_tq2_0(c.rows, c.cols, Bytes::from_vec(tq2_0::encode(&c.codes, &scales).unwrap())).unwrap();
+        let tq1 = TernaryMatrix::from_tq1_0(c.rows, c.cols, Bytes::from_vec(tq1_0::encode(&c.codes, &scales).unwrap())).unwrap();
+        for tq in [&tq2, &tq1] {
+            let t5 = tq.to_triple5().unwrap();
+            prop_assert_eq!(t5.format(), TernaryFormat::Triple5);
+            // The f16 scale of the file, as f32.
+            prop_assert_eq!(t5.scale(), Some(half_round(c.scale)));
+            let mut a = vec![0i8; c.cols];
+            for r in 0..c.rows {
+                t5.row_codes(r, &mut a);
+                prop_assert_eq!(&a[..], &kept[r * c.cols..(r + 1) * c.cols]);
+            }
+            let (tv, _) = run(tq, SimdLevel::Scalar, &c.q, &c.xs, c.row0, c.m);
+            let rescale = half_round(c.scale) / c.scale;
+            for level in supported_simd_levels() {
+                let (gv, gm) = run(&t5, level, &c.q, &c.xs, c.row0, c.m);
+                for k in 0..want.len() {
+                    // Same integer dot, scaled once by the f16-rounded scale.
+                    let w = want[k] * rescale;
+                    prop_assert!((gv[k] - w).abs() <= 1e-5 * w.abs().max(1e-3), "{:?} {} vs {}", level, gv[k], w);
+                    prop_assert_eq!(gv[k].to_bits(), gm[k].to_bits());
+                    prop_assert!((gv[k] - tv[k]).abs() <= 1e-4 * tv[k].abs().max(1.0), "{:?} {} vs tq {}", level, gv[k], tv[k]);
+                }
+            }
+        }
+        if nb >= 2 {
+            let mut differ = scales.clone();
+            differ[0] = 0.5;
+            differ[nb - 1] = 0.75;
+            let tq2 = TernaryMatrix::from_tq2_0(c.rows, c.cols, Bytes::from_vec(tq2_0::encode(&c.codes, &differ).unwrap())).unwrap();
+            prop_assert!(tq2.to_triple5().is_none());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// TQ1_0 repacked to TQ2_0 keeps every code and block scale, so the scalar results are the same
+    /// bits.
+    #[test]
+    fn tq1_0_repacks_to_tq2_0(c in case_strategy(256, 4)) {
+        let nb = c.rows * c.cols / 256;
+        let scales: Vec<f32> = (0..nb).map(|b| 0.5 + b as f32 * 0.125).collect();
+        let tq1 = TernaryMatrix::from_tq1_0(c.rows, c.cols, Bytes::from_vec(tq1_0::encode(&c.codes, &scales).unwrap())).unwrap();
+        let tq2 = tq1.to_tq2_0().unwrap();
+        prop_assert_eq!(tq2.format(), TernaryFormat::TQ2_0);
+        prop_assert!(tq2.to_tq2_0().is_none());
+        let (mut a, mut b) = (vec![0i8; c.cols], vec![0i8; c.cols]);
+        let (mut sa, mut sb) = (vec![0f32; c.cols / 256], vec![0f32; c.cols / 256]);
+        for r in 0..c.rows {
+            tq1.row_codes(r, &mut a);
+            tq2.row_codes(r, &mut b);
+            prop_assert_eq!(&a, &b);
+            tq1.row_scales(r, &mut sa);
+            tq2.row_scales(r, &mut sb);
+            prop_assert_eq!(bits(&sa), bits(&sb));
+        }
+        let (av, am) = run(&tq1, SimdLevel::Scalar, &c.q, &c.xs, c.row0, c.m);
+        let (bv, bm) = run(&tq2, SimdLevel::Scalar, &c.q, &c.xs, c.row0, c.m);
+        prop_assert_eq!(bits(&av), bits(&bv));
+        prop_assert_eq!(bits(&am), bits(&bm));
+        check_block_scaled(&tq2, &c)?;
+    }
+}
+
+/// `v` rounded to f16 and back (the precision of TQ block scales).
+fn half_round(v: f32) -> f32 {
+    half::f16::from_f32(v).to_f32()
 }
 
 /// Scalar vs naive f64, scalar gemv == scalar gemm exactly, SIMD within f32 rounding.

@@ -27,14 +27,21 @@ impl Linear {
         Linear { w, out_scale: None }
     }
 
-    /// Wraps `w` in the layout this CPU's kernels read fastest: I2_S weights are repacked to
-    /// Triple5 (1.67 bits per weight, see [`bitnet_kernels::triple5`]) where
-    /// [`TernaryMatrix::prefers_triple5`] says so, and kept as they are otherwise. Results are
-    /// identical either way. What the loaders use.
+    /// Wraps `w` in the layout this CPU's kernels read fastest. Where
+    /// [`TernaryMatrix::prefers_triple5`] holds (AVX-512 VBMI + VNNI), I2_S weights, and TQ2_0 /
+    /// TQ1_0 weights whose blocks share one scale (what converters write for BitNet b1.58), are
+    /// repacked to Triple5 (1.67 bits per weight, see [`bitnet_kernels::triple5`]). Elsewhere TQ1_0,
+    /// which has only a scalar kernel, becomes TQ2_0 (SIMD at every x86 level, 22% more bytes).
+    /// Everything else is kept as it is. What the loaders use.
     pub fn for_cpu(w: TernaryMatrix) -> Self {
         if TernaryMatrix::prefers_triple5() {
             if let Some(t5) = w.to_triple5() {
                 return Linear::new(t5);
+            }
+        }
+        if bitnet_kernels::simd_level() != bitnet_kernels::SimdLevel::Scalar {
+            if let Some(t2) = w.to_tq2_0() {
+                return Linear::new(t2);
             }
         }
         Linear::new(w)

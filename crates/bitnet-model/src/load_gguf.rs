@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
-use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryFormat, TernaryMatrix};
+use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryMatrix};
 use bitnet_tokenizer::{GgufVocab, Tokenizer};
 
 use crate::bitnet::{BitNetModel, Layer, Linear};
@@ -168,8 +168,9 @@ impl Tensors<'_> {
             }
             None => None,
         };
+        let file_format = w.format();
         let lin = Linear::for_cpu(w);
-        if lin.w.format() == TernaryFormat::Triple5 {
+        if lin.w.format() != file_format {
             // Repacked into memory of its own: the file's pages of this tensor are not read again.
             self.g.release(self.g.tensor_range(t));
         }

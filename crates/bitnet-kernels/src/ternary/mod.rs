@@ -267,42 +267,137 @@ impl TernaryMatrix {
         }
     }
 
-    /// The same weights in the [`triple5`] layout (1.67 bits per value instead of 2), for I2_S
-    /// matrices whose rows are whole I2_S blocks; `None` for other formats and shapes. Rows are
-    /// repacked in parallel on the worker pool; the result owns its bytes. Results of every kernel
-    /// are unchanged: the integer dots are exact either way.
+    /// The same weights in the [`triple5`] layout (1.67 bits per value), with one scale for the
+    /// tensor: I2_S matrices whose rows are whole I2_S blocks, and TQ2_0 / TQ1_0 matrices whose
+    /// blocks all share one scale (or have scale 0), which is what converters write for BitNet
+    /// b1.58, whose weights are one scale times -1/0/1. `None` otherwise. Rows are repacked in
+    /// parallel on the worker pool; the result owns its bytes. I2_S results are unchanged bit for
+    /// bit (the integer dots are exact either way); TQ results change by f32 rounding only, as
+    /// the block sums are no longer scaled one by one.
     pub fn to_triple5(&self) -> Option<TernaryMatrix> {
-        if self.format != TernaryFormat::I2S || !self.cols.is_multiple_of(i2s::BLOCK) {
-            return None;
-        }
-        let stride = triple5::stride_for(self.cols);
-        let mut data = vec![0u8; self.rows * stride + triple5::PAD];
-        let src = self.i2s_rows();
+        let scale = match self.format {
+            TernaryFormat::I2S if self.cols.is_multiple_of(i2s::BLOCK) => self.scale,
+            TernaryFormat::TQ2_0 | TernaryFormat::TQ1_0 => Some(self.shared_block_scale()?),
+            _ => return None,
+        };
+        let (rows, cols) = (self.rows, self.cols);
+        let stride = triple5::stride_for(cols);
+        let mut data = vec![0u8; rows * stride + triple5::PAD];
         let simd = triple5_simd(simd_level());
         // About 1 MB of output per task.
         let rows_per_task = (1 << 20) / stride.max(1) + 1;
-        crate::pool::for_each_chunk_mut(&mut data[..self.rows * stride], rows_per_task * stride, |i, out| {
+        crate::pool::for_each_chunk_mut(&mut data[..rows * stride], rows_per_task * stride, |i, out| {
             let r0 = i * rows_per_task;
             let r1 = r0 + out.len() / stride;
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: triple5_simd checked AVX-512 + VBMI; cols % 128 == 0 (checked above),
-                // rows r0..r1 exist and `out` holds exactly their bytes.
-                unsafe { crate::x86::triple5_avx512::repack_i2s_rows(src, r0, r1, out) };
+            if self.format == TernaryFormat::I2S {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: triple5_simd checked AVX-512 + VBMI; cols % 128 == 0 (checked
+                    // above), rows r0..r1 exist and `out` holds exactly their bytes.
+                    unsafe { crate::x86::triple5_avx512::repack_i2s_rows(self.i2s_rows(), r0, r1, out) };
+                    return;
+                }
+                triple5::repack_i2s_rows(self.i2s_rows(), r0, r1, out);
                 return;
             }
-            let _ = simd;
-            triple5::repack_i2s_rows(src, r0, r1, out);
+            let mut u = vec![0u8; cols];
+            for (r, o) in (r0..r1).zip(out.chunks_exact_mut(stride)) {
+                self.tq_unsigned_row(r, &mut u);
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: triple5_simd checked AVX-512 + VBMI; u holds cols (a multiple of 256)
+                    // codes 0..=2, o one Triple5 row.
+                    unsafe { crate::x86::triple5_avx512::pack_row(&u, o) };
+                    continue;
+                }
+                triple5::pack_row(&u, o);
+            }
         });
         Some(TernaryMatrix {
             format: TernaryFormat::Triple5,
-            rows: self.rows,
-            cols: self.cols,
+            rows,
+            cols,
             stride,
-            scale: self.scale,
+            scale,
             clean: true,
             data: Bytes::from_vec(data),
         })
+    }
+
+    /// A TQ1_0 matrix as TQ2_0 (same values, same block scales, so the same results at the scalar
+    /// level): 2.06 instead of 1.69 bits per value, but TQ2_0 has SIMD kernels at every x86 level
+    /// and TQ1_0 only the scalar one. `None` for other formats. Repacked in parallel on the pool.
+    pub fn to_tq2_0(&self) -> Option<TernaryMatrix> {
+        if self.format != TernaryFormat::TQ1_0 {
+            return None;
+        }
+        let nb = self.cols / tq1_0::BLOCK;
+        let stride = nb * tq2_0::BLOCK_BYTES;
+        let mut data = vec![0u8; self.rows * stride];
+        let rows_per_task = (1 << 20) / stride.max(1) + 1;
+        crate::pool::for_each_chunk_mut(&mut data, rows_per_task * stride, |i, out| {
+            let mut u = [0u8; tq1_0::BLOCK];
+            for (k, o) in out.chunks_exact_mut(stride).enumerate() {
+                let row = self.row_bytes(i * rows_per_task + k);
+                for (blk, ob) in row
+                    .chunks_exact(tq1_0::BLOCK_BYTES)
+                    .zip(o.chunks_exact_mut(tq2_0::BLOCK_BYTES))
+                {
+                    tq1_0::unsigned_block(blk, &mut u);
+                    tq2_0::pack_unsigned_block(&u, [blk[52], blk[53]], ob);
+                }
+            }
+        });
+        Some(TernaryMatrix {
+            format: TernaryFormat::TQ2_0,
+            rows: self.rows,
+            cols: self.cols,
+            stride,
+            scale: None,
+            clean: true,
+            data: Bytes::from_vec(data),
+        })
+    }
+
+    /// The one scale of every TQ block whose scale is not zero (0 if all are), or `None` when they
+    /// differ or one is not finite.
+    fn shared_block_scale(&self) -> Option<f32> {
+        let (bytes, scale_at): (usize, fn(&[u8]) -> f32) = match self.format {
+            TernaryFormat::TQ2_0 => (tq2_0::BLOCK_BYTES, tq2_0::block_scale),
+            TernaryFormat::TQ1_0 => (tq1_0::BLOCK_BYTES, tq1_0::block_scale),
+            _ => return None,
+        };
+        let mut shared = None;
+        for blk in self.data[..self.rows * self.stride].chunks_exact(bytes) {
+            let d = scale_at(blk);
+            if !d.is_finite() {
+                return None;
+            }
+            if d != 0.0 && *shared.get_or_insert(d) != d {
+                return None;
+            }
+        }
+        Some(shared.unwrap_or(0.0))
+    }
+
+    /// Unsigned codes (0..=2) of TQ row `r`; blocks with scale 0 read as zeros (code 1).
+    fn tq_unsigned_row(&self, r: usize, u: &mut [u8]) {
+        let tq2 = self.format == TernaryFormat::TQ2_0;
+        let bytes = if tq2 { tq2_0::BLOCK_BYTES } else { tq1_0::BLOCK_BYTES };
+        for (blk, ub) in self.row_bytes(r).chunks_exact(bytes).zip(u.chunks_exact_mut(256)) {
+            let d = if tq2 {
+                tq2_0::block_scale(blk)
+            } else {
+                tq1_0::block_scale(blk)
+            };
+            if d == 0.0 {
+                ub.fill(1);
+            } else if tq2 {
+                tq2_0::unsigned_block(blk, ub);
+            } else {
+                tq1_0::unsigned_block(blk, ub);
+            }
+        }
     }
 
     /// Whether the kernels of this CPU (at the current [`simd_level`]) run [`triple5`] matrices

@@ -46,6 +46,27 @@ pub(crate) fn trit(byte: u8, i: usize) -> u8 {
     ((u16::from(q) * 3) >> 8) as u8
 }
 
+/// Unsigned codes (`value + 1`, 0..=2) of one block's 256 values, in value order.
+pub(crate) fn unsigned_block(blk: &[u8], u: &mut [u8]) {
+    // Fixed sizes so that the loops vectorize.
+    let (Some(b), Some(u)) = (blk.first_chunk::<52>(), u.first_chunk_mut::<256>()) else {
+        panic!("unsigned_block: a block is 54 bytes and 256 values");
+    };
+    for i in 0..5 {
+        for m in 0..32 {
+            u[32 * i + m] = trit(b[m], i);
+        }
+        for m in 0..16 {
+            u[160 + 16 * i + m] = trit(b[32 + m], i);
+        }
+    }
+    for i in 0..4 {
+        for j in 0..4 {
+            u[240 + 4 * i + j] = trit(b[48 + j], i);
+        }
+    }
+}
+
 /// Packs base-3 digits (most significant first) into a fixed-point byte.
 fn pack_trits(trits: &[u8]) -> u8 {
     let mut v = trits.iter().fold(0u16, |acc, &t| acc * 3 + u16::from(t));

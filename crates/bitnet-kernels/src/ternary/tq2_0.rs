@@ -88,6 +88,39 @@ pub(crate) fn block_scale(blk: &[u8]) -> f32 {
     f16::from_bits(u16::from_le_bytes([blk[64], blk[65]])).to_f32()
 }
 
+/// Unsigned codes (`value + 1`, 0..=2; the invalid code 3 reads as zero, 1) of one block's 256
+/// values, in value order.
+pub(crate) fn unsigned_block(blk: &[u8], u: &mut [u8]) {
+    // Fixed sizes and arithmetic instead of a table, so that the loops vectorize.
+    let (Some(qs), Some(u)) = (blk.first_chunk::<64>(), u.first_chunk_mut::<256>()) else {
+        panic!("unsigned_block: a block is 66 bytes and 256 values");
+    };
+    for h in 0..2 {
+        for l in 0..4 {
+            for m in 0..32 {
+                let x = (qs[32 * h + m] >> (2 * l)) & 3;
+                // Code 3 -> 1: clear the high bit when both bits are set.
+                u[128 * h + 32 * l + m] = x & !((x & (x >> 1)) << 1);
+            }
+        }
+    }
+}
+
+/// Packs one block's unsigned codes (0..=2, value order) and its f16 scale bits into TQ2_0's 66
+/// bytes (`out` zeroed by the caller).
+pub(crate) fn pack_unsigned_block(u: &[u8], d_bits: [u8; 2], out: &mut [u8]) {
+    let (Some(u), Some(out)) = (u.first_chunk::<256>(), out.first_chunk_mut::<66>()) else {
+        panic!("pack_unsigned_block: a block is 256 values and 66 bytes");
+    };
+    for h in 0..2 {
+        for m in 0..32 {
+            let v = &u[128 * h + m..];
+            out[32 * h + m] = v[0] | v[32] << 2 | v[64] << 4 | v[96] << 6;
+        }
+    }
+    out[64..66].copy_from_slice(&d_bits);
+}
+
 /// Decodes one block's 256 values; returns its scale.
 pub(crate) fn decode_block(blk: &[u8], vals: &mut [i8]) -> f32 {
     for (j, v) in vals.iter_mut().enumerate().take(BLOCK) {

@@ -372,8 +372,7 @@ const GATHER: [u8; 64] = {
 };
 
 /// SIMD twin of [`crate::ternary::triple5::repack_i2s_rows`] (same bytes out): I2_S blocks are
-/// split into codes with the kernel's shifts, and each Triple5 block is packed by
-/// multiply-adds that merge 2, 4 and 8 codes, then one `vpermb` that drops the empty bytes.
+/// split into codes with the kernel's shifts, then packed by [`pack_row`].
 ///
 /// # Safety
 /// AVX-512 F/BW/VL + VBMI available; `src.cols % 128 == 0`, rows `r0..r1` exist, `out` holds
@@ -381,17 +380,14 @@ const GATHER: [u8; 64] = {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
 pub(crate) unsafe fn repack_i2s_rows(src: crate::ternary::i2s::I2sRows<'_>, r0: usize, r1: usize, out: &mut [u8]) {
     use crate::ternary::i2s;
-    use crate::ternary::triple5::{pack_tail, stride_for};
+    use crate::ternary::triple5::stride_for;
     let cols = src.cols;
     let stride = stride_for(cols);
     assert!(cols.is_multiple_of(i2s::BLOCK) && r1 <= src.data.len() / src.stride.max(1));
     assert!(out.len() >= (r1 - r0) * stride);
-    let nb = cols / BLOCK;
     let m3 = _mm512_set1_epi8(3);
     let sh01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(6)), _mm256_set1_epi16(4));
     let sh23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(2)), _mm256_setzero_si256());
-    // SAFETY: GATHER is 64 bytes.
-    let gather = unsafe { _mm512_loadu_si512(GATHER.as_ptr().cast()) };
     let mut u = vec![0u8; cols];
     for (r, o) in (r0..r1).zip(out.chunks_exact_mut(stride)) {
         let row = src.row(r);
@@ -410,30 +406,47 @@ pub(crate) unsafe fn repack_i2s_rows(src: crate::ternary::i2s::I2sRows<'_>, r0: 
                 );
             }
         }
-        for (ub, ob) in u.chunks_exact(BLOCK).zip(o.chunks_exact_mut(BLOCK_BYTES)) {
-            // SAFETY: ub is 192 bytes and ob 40 (chunks_exact); the store is masked to 40 bytes.
-            unsafe {
-                let u0 = _mm512_loadu_si512(ub.as_ptr().cast());
-                let u1 = _mm512_loadu_si512(ub.as_ptr().add(64).cast());
-                let u2 = _mm512_loadu_si512(ub.as_ptr().add(128).cast());
-                // c = u0 + 3 u1 + 9 u2 in bytes (at most 26; 8 u2 <= 16 stays inside its byte).
-                let c = _mm512_add_epi8(
-                    _mm512_add_epi8(u0, _mm512_add_epi8(u1, _mm512_add_epi8(u1, u1))),
-                    _mm512_add_epi8(u2, _mm512_slli_epi16::<3>(u2)),
-                );
-                // 2 codes -> 10 bits per i16, 4 -> 20 bits per i32, 8 -> 40 bits per i64.
-                let p2 = _mm512_maddubs_epi16(c, _mm512_set1_epi16(0x2001));
-                let p4 = _mm512_madd_epi16(p2, _mm512_set1_epi32(0x0400_0001));
-                let p8 = _mm512_or_si512(
-                    _mm512_and_si512(p4, _mm512_set1_epi64(0xFFFF_FFFF)),
-                    _mm512_slli_epi64::<20>(_mm512_srli_epi64::<32>(p4)),
-                );
-                let packed = _mm512_permutexvar_epi8(gather, p8);
-                _mm512_mask_storeu_epi8(ob.as_mut_ptr().cast(), (1u64 << BLOCK_BYTES) - 1, packed);
-            }
-        }
-        pack_tail(&u[nb * BLOCK..], &mut o[nb * BLOCK_BYTES..]);
+        // SAFETY: forwarded (features); u holds one row of codes, o one Triple5 row.
+        unsafe { pack_row(&u, o) };
     }
+}
+
+/// SIMD twin of [`crate::ternary::triple5::pack_row`] (same bytes out): each block is packed by
+/// multiply-adds that merge 2, 4 and 8 codes, then one `vpermb` that drops the empty bytes.
+///
+/// # Safety
+/// AVX-512 F/BW/VL + VBMI available; `u.len() % 64 == 0`, every code 0..=2, `out` holds
+/// `stride_for(u.len())` bytes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
+pub(crate) unsafe fn pack_row(u: &[u8], out: &mut [u8]) {
+    use crate::ternary::triple5::{pack_tail, stride_for};
+    assert!(u.len().is_multiple_of(UNIT) && out.len() >= stride_for(u.len()));
+    let nb = u.len() / BLOCK;
+    // SAFETY: GATHER is 64 bytes.
+    let gather = unsafe { _mm512_loadu_si512(GATHER.as_ptr().cast()) };
+    for (ub, ob) in u.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
+        // SAFETY: ub is 192 bytes and ob 40 (chunks_exact); the store is masked to 40 bytes.
+        unsafe {
+            let u0 = _mm512_loadu_si512(ub.as_ptr().cast());
+            let u1 = _mm512_loadu_si512(ub.as_ptr().add(64).cast());
+            let u2 = _mm512_loadu_si512(ub.as_ptr().add(128).cast());
+            // c = u0 + 3 u1 + 9 u2 in bytes (at most 26; 8 u2 <= 16 stays inside its byte).
+            let c = _mm512_add_epi8(
+                _mm512_add_epi8(u0, _mm512_add_epi8(u1, _mm512_add_epi8(u1, u1))),
+                _mm512_add_epi8(u2, _mm512_slli_epi16::<3>(u2)),
+            );
+            // 2 codes -> 10 bits per i16, 4 -> 20 bits per i32, 8 -> 40 bits per i64.
+            let p2 = _mm512_maddubs_epi16(c, _mm512_set1_epi16(0x2001));
+            let p4 = _mm512_madd_epi16(p2, _mm512_set1_epi32(0x0400_0001));
+            let p8 = _mm512_or_si512(
+                _mm512_and_si512(p4, _mm512_set1_epi64(0xFFFF_FFFF)),
+                _mm512_slli_epi64::<20>(_mm512_srli_epi64::<32>(p4)),
+            );
+            let packed = _mm512_permutexvar_epi8(gather, p8);
+            _mm512_mask_storeu_epi8(ob.as_mut_ptr().cast(), (1u64 << BLOCK_BYTES) - 1, packed);
+        }
+    }
+    pack_tail(&u[nb * BLOCK..], &mut out[nb * BLOCK_BYTES..]);
 }
 
 #[cfg(test)]
