@@ -13,7 +13,7 @@
 //! - a tail unit (16 bytes) holds `u[16 l + p]` in bits `2l .. 2l + 2` of byte `p` (`l` < 4).
 //!
 //! Rows follow each other without gaps and the buffer ends with [`PAD`] zero bytes, so a kernel may
-//! load 64 bytes at any block. Only [`repack`] writes this layout, never a file.
+//! load 64 bytes at any block. Only [`crate::TernaryMatrix::to_triple5`] writes this layout, never a file.
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
