@@ -14,7 +14,7 @@
 // kernels yet) only run the scalar paths.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
-use super::tiled::{finish, RowView};
+use super::tiled::RowView;
 use crate::error::KernelError;
 
 /// Values per block.
@@ -211,34 +211,6 @@ pub(crate) fn row_dot_scalar(row: &[u8], cols: usize, q: &[i8]) -> i32 {
     acc + tail_dot(row, cols, q)
 }
 
-/// Scalar gemv: `y[i] = finish(dot(row0 + i, q))`.
-pub(crate) fn gemv_scalar(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
-    for (i, out) in y.iter_mut().enumerate() {
-        *out = finish(row_dot_scalar(v.row(row0 + i), v.cols, q), x_scale, w_scale);
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-/// Scalar gemm: every token through the scalar row dot. Output layout as in
-/// [`crate::TernaryMatrix::gemm`].
-pub(crate) fn gemm_scalar(
-    v: I2sRows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
-    for (t, &xs) in x_scales.iter().enumerate() {
-        let qt = &q[t * v.cols..(t + 1) * v.cols];
-        for i in 0..m {
-            y[t * ldy + i] = finish(row_dot_scalar(v.row(row0 + i), v.cols, qt), xs, w_scale);
-        }
-    }
-}
-
 impl RowView for I2sRows<'_> {
     fn data(&self) -> &[u8] {
         self.data
@@ -254,6 +226,9 @@ impl RowView for I2sRows<'_> {
     }
     fn tail_dot(&self, r: usize, q: &[i8]) -> i32 {
         tail_dot(self.row(r), self.cols, q)
+    }
+    fn row_dot(&self, r: usize, q: &[i8]) -> i32 {
+        row_dot_scalar(self.row(r), self.cols, q)
     }
 }
 

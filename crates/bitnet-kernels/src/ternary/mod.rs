@@ -473,7 +473,10 @@ impl TernaryMatrix {
                         // SAFETY: both levels imply AVX2 + FMA + F16C; bounds asserted above.
                         unsafe { crate::x86::i2s_avx2::gemv(v, ws, q, x_scale, row0, y) }
                     }
-                    _ => i2s::gemv_scalar(v, ws, q, x_scale, row0, y),
+                    _ => {
+                        let m = y.len();
+                        tiled::gemm_scalar(v, ws, q, &[x_scale], row0, m, y, m)
+                    }
                 }
             }
             // These kernels are written for token tiles; one token is the smallest tile.
@@ -540,7 +543,7 @@ impl TernaryMatrix {
                         // SAFETY: both levels imply AVX2 + FMA + F16C; bounds asserted above.
                         unsafe { crate::x86::i2s_avx2::gemm(v, ws, q, x_scales, row0, m, y, ldy) }
                     }
-                    _ => i2s::gemm_scalar(v, ws, q, x_scales, row0, m, y, ldy),
+                    _ => tiled::gemm_scalar(v, ws, q, x_scales, row0, m, y, ldy),
                 }
             }
             TernaryFormat::Triple5 => {
@@ -554,7 +557,7 @@ impl TernaryMatrix {
                         crate::x86::triple5_avx512::gemm(v, ws, q, x_scales, row0, m, y, ldy)
                     }
                 } else {
-                    triple5::gemm_scalar(v, ws, q, x_scales, row0, m, y, ldy)
+                    tiled::gemm_scalar(v, ws, q, x_scales, row0, m, y, ldy)
                 }
             }
             TernaryFormat::TQ2_0 => match level {

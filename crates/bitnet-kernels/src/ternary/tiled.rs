@@ -16,6 +16,50 @@ pub(crate) trait RowView: Copy {
     /// `sum_j q[j] * t[j]` over the columns of row `r` after [`tiled_cols`](Self::tiled_cols)
     /// (scalar, shared by every level so the tail never differs between a kernel and its twin).
     fn tail_dot(&self, r: usize, q: &[i8]) -> i32;
+    /// Scalar twin: `sum_j q[j] * t[j]` over the whole of row `r`.
+    fn row_dot(&self, r: usize, q: &[i8]) -> i32;
+}
+
+/// Calls `$tile::<RR, TT, $flags..>($args..)` for a tile of `$nr` rows (`$r` or 1) and `$nt` tokens
+/// (1 to `$t`, at most 4): the instantiations a tile kernel of [`gemm_tiled`] dispatches to.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_macros))]
+macro_rules! dispatch_tile {
+    ($tile:ident, $r:expr, $t:expr, $nr:expr, $nt:expr, [$($flag:ident),*], ($($arg:expr),*)) => {
+        match ($nr == $r, $nt) {
+            (true, 1) => $tile::<{ $r }, 1, $($flag),*>($($arg),*),
+            (true, 2) => $tile::<{ $r }, 2, $($flag),*>($($arg),*),
+            (true, 3) => $tile::<{ $r }, 3, $($flag),*>($($arg),*),
+            (true, _) => $tile::<{ $r }, { $t }, $($flag),*>($($arg),*),
+            (false, 1) => $tile::<1, 1, $($flag),*>($($arg),*),
+            (false, 2) => $tile::<1, 2, $($flag),*>($($arg),*),
+            (false, 3) => $tile::<1, 3, $($flag),*>($($arg),*),
+            (false, _) => $tile::<1, { $t }, $($flag),*>($($arg),*),
+        }
+    };
+}
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
+pub(crate) use dispatch_tile;
+
+/// Scalar gemm of every per-tensor-scaled layout: each token through the scalar row dot. Output
+/// layout as in [`crate::TernaryMatrix::gemm`] (one token with `ldy = m` is a gemv).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_scalar<V: RowView>(
+    v: V,
+    w_scale: f32,
+    q: &[i8],
+    x_scales: &[f32],
+    row0: usize,
+    m: usize,
+    y: &mut [f32],
+    ldy: usize,
+) {
+    let cols = v.cols();
+    for (t, &xs) in x_scales.iter().enumerate() {
+        let qt = &q[t * cols..(t + 1) * cols];
+        for i in 0..m {
+            y[t * ldy + i] = finish(v.row_dot(row0 + i, qt), xs, w_scale);
+        }
+    }
 }
 
 /// The integer-to-float step every level shares, so results agree bit for bit.

@@ -18,7 +18,7 @@
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
 use super::i2s::I2sRows;
-use super::tiled::{finish, RowView};
+use super::tiled::RowView;
 
 /// Values per block.
 pub const BLOCK: usize = 192;
@@ -148,6 +148,9 @@ impl RowView for Triple5Rows<'_> {
     fn tail_dot(&self, _r: usize, _q: &[i8]) -> i32 {
         0
     }
+    fn row_dot(&self, r: usize, q: &[i8]) -> i32 {
+        row_dot_scalar(self.row(r), self.cols, q)
+    }
 }
 
 /// Scalar twin: `sum q[j] * t[j]` over a whole row.
@@ -172,26 +175,6 @@ pub(crate) fn row_dot_scalar(row: &[u8], cols: usize, q: &[i8]) -> i32 {
         }
     }
     acc
-}
-
-/// Scalar gemm (one token is a gemv); output layout as in [`crate::TernaryMatrix::gemm`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_scalar(
-    v: Triple5Rows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
-    for (t, &xs) in x_scales.iter().enumerate() {
-        let qt = &q[t * v.cols..(t + 1) * v.cols];
-        for i in 0..m {
-            y[t * ldy + i] = finish(row_dot_scalar(v.row(row0 + i), v.cols, qt), xs, w_scale);
-        }
-    }
 }
 
 /// Repacks I2_S rows `r0..r1` into `out` (`(r1 - r0) * stride_for(cols)` zeroed bytes). Needs

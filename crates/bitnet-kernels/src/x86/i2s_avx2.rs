@@ -8,7 +8,7 @@
 
 use super::{hsum_epi32_256, sanitize_codes};
 use crate::ternary::i2s::{I2sRows, BLOCK, BLOCK_BYTES};
-use crate::ternary::tiled::{gemm_tiled, Tile};
+use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
 use core::arch::x86_64::*;
 
 /// Rows per tile. Activations are re-read per row either way (as memory operands of `maddubs`), so
@@ -104,18 +104,7 @@ unsafe fn dots(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Ti
 /// As [`dots`].
 unsafe fn dots_with<const CLEAN: bool>(v: I2sRows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match (nr == R, toks.len()) {
-            (true, 1) => tile::<R, 1, CLEAN>(v, r, toks, out),
-            (true, 2) => tile::<R, 2, CLEAN>(v, r, toks, out),
-            (true, 3) => tile::<R, 3, CLEAN>(v, r, toks, out),
-            (true, _) => tile::<R, T, CLEAN>(v, r, toks, out),
-            (false, 1) => tile::<1, 1, CLEAN>(v, r, toks, out),
-            (false, 2) => tile::<1, 2, CLEAN>(v, r, toks, out),
-            (false, 3) => tile::<1, 3, CLEAN>(v, r, toks, out),
-            (false, _) => tile::<1, T, CLEAN>(v, r, toks, out),
-        }
-    }
+    unsafe { dispatch_tile!(tile, R, T, nr, toks.len(), [CLEAN], (v, r, toks, out)) }
 }
 
 /// # Safety

@@ -10,7 +10,7 @@
 
 use super::{prefetch_ahead, sanitize_codes_vl};
 use crate::ternary::i2s::{I2sRows, BLOCK, BLOCK_BYTES};
-use crate::ternary::tiled::{gemm_tiled, Tile};
+use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
 use core::arch::x86_64::*;
 
 const R: usize = 4;
@@ -102,18 +102,7 @@ unsafe fn dots_with<const CLEAN: bool, const STREAM: bool>(
     out: &mut Tile,
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match (nr == R, toks.len()) {
-            (true, 1) => tile::<R, 1, CLEAN, STREAM>(v, r, toks, out),
-            (true, 2) => tile::<R, 2, CLEAN, STREAM>(v, r, toks, out),
-            (true, 3) => tile::<R, 3, CLEAN, STREAM>(v, r, toks, out),
-            (true, _) => tile::<R, T, CLEAN, STREAM>(v, r, toks, out),
-            (false, 1) => tile::<1, 1, CLEAN, STREAM>(v, r, toks, out),
-            (false, 2) => tile::<1, 2, CLEAN, STREAM>(v, r, toks, out),
-            (false, 3) => tile::<1, 3, CLEAN, STREAM>(v, r, toks, out),
-            (false, _) => tile::<1, T, CLEAN, STREAM>(v, r, toks, out),
-        }
-    }
+    unsafe { dispatch_tile!(tile, R, T, nr, toks.len(), [CLEAN, STREAM], (v, r, toks, out)) }
 }
 
 /// # Safety

@@ -6,7 +6,7 @@
 //! token (done by [`gemm_tiled`]). A tile of 4 rows x 4 tokens keeps 16 accumulators in registers.
 
 use super::prefetch_ahead;
-use crate::ternary::tiled::{gemm_tiled, Tile};
+use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
 use crate::ternary::triple5::{Triple5Rows, BLOCK, BLOCK_BYTES, DIGITS, PAD, UNIT, UNIT_BYTES};
 use core::arch::x86_64::*;
 
@@ -64,6 +64,36 @@ const UNIT_SHIFTS: [u16; 32] = {
     t
 };
 
+/// The decoding constants in registers.
+struct Consts {
+    spread: __m512i,
+    shifts: __m512i,
+    tabs: [__m512i; 3],
+    unit_sh: __m512i,
+    m3: __m512i,
+}
+
+impl Consts {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn load() -> Consts {
+        // SAFETY: each array is exactly 64 bytes.
+        unsafe {
+            Consts {
+                spread: _mm512_loadu_si512(SPREAD.as_ptr().cast()),
+                shifts: _mm512_loadu_si512(SHIFTS.as_ptr().cast()),
+                tabs: [
+                    _mm512_loadu_si512(TABLES[0].as_ptr().cast()),
+                    _mm512_loadu_si512(TABLES[1].as_ptr().cast()),
+                    _mm512_loadu_si512(TABLES[2].as_ptr().cast()),
+                ],
+                unit_sh: _mm512_loadu_si512(UNIT_SHIFTS.as_ptr().cast()),
+                m3: _mm512_set1_epi8(3),
+            }
+        }
+    }
+}
+
 /// `out[r][k] = sum_j toks[k][j] * u(row0 + r, j)` over the whole row. With `STREAM`, the weights
 /// [`super::STREAM_AHEAD`] bytes further on are prefetched as the tile goes.
 ///
@@ -81,20 +111,13 @@ unsafe fn tile<const RR: usize, const TT: usize, const STREAM: bool>(
     // The 64-byte loads of the last block of the last row read into the padding.
     assert!(toks.len() == TT && (row0 + RR) * v.stride + PAD <= v.data.len());
     assert!(nb * BLOCK_BYTES + nu * UNIT_BYTES <= v.stride && toks.iter().all(|t| t.len() >= v.cols));
-    // SAFETY (all constant loads): each array is exactly 64 bytes.
-    let (spread, shifts, tabs, unit_sh) = unsafe {
-        (
-            _mm512_loadu_si512(SPREAD.as_ptr().cast()),
-            _mm512_loadu_si512(SHIFTS.as_ptr().cast()),
-            [
-                _mm512_loadu_si512(TABLES[0].as_ptr().cast()),
-                _mm512_loadu_si512(TABLES[1].as_ptr().cast()),
-                _mm512_loadu_si512(TABLES[2].as_ptr().cast()),
-            ],
-            _mm512_loadu_si512(UNIT_SHIFTS.as_ptr().cast()),
-        )
-    };
-    let m3 = _mm512_set1_epi8(3);
+    let Consts {
+        spread,
+        shifts,
+        tabs,
+        unit_sh,
+        m3,
+    } = Consts::load();
     let mut acc = [[_mm512_setzero_si512(); TT]; RR];
     let w0 = v.data.as_ptr().wrapping_add(row0 * v.stride);
     let qp: [*const i8; TT] = core::array::from_fn(|k| toks[k].as_ptr());
@@ -163,18 +186,7 @@ unsafe fn dots(v: Triple5Rows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mu
 /// As [`dots`].
 unsafe fn dots_with<const STREAM: bool>(v: Triple5Rows<'_>, r: usize, nr: usize, toks: &[&[i8]], out: &mut Tile) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match (nr == R, toks.len()) {
-            (true, 1) => tile::<R, 1, STREAM>(v, r, toks, out),
-            (true, 2) => tile::<R, 2, STREAM>(v, r, toks, out),
-            (true, 3) => tile::<R, 3, STREAM>(v, r, toks, out),
-            (true, _) => tile::<R, T, STREAM>(v, r, toks, out),
-            (false, 1) => tile::<1, 1, STREAM>(v, r, toks, out),
-            (false, 2) => tile::<1, 2, STREAM>(v, r, toks, out),
-            (false, 3) => tile::<1, 3, STREAM>(v, r, toks, out),
-            (false, _) => tile::<1, T, STREAM>(v, r, toks, out),
-        }
-    }
+    unsafe { dispatch_tile!(tile, R, T, nr, toks.len(), [STREAM], (v, r, toks, out)) }
 }
 
 /// # Safety
@@ -320,20 +332,13 @@ unsafe fn unpack_rows(v: Triple5Rows<'_>, r0: usize, r1: usize, out: &mut [u8]) 
     let nu = cols % BLOCK / UNIT;
     assert!(r1 * v.stride + PAD <= v.data.len() && out.len() >= (r1 - r0) * cols);
     assert!(nb * BLOCK + nu * UNIT == cols);
-    // SAFETY (constant loads): each array is exactly 64 bytes.
-    let (spread, shifts, tabs, unit_sh) = unsafe {
-        (
-            _mm512_loadu_si512(SPREAD.as_ptr().cast()),
-            _mm512_loadu_si512(SHIFTS.as_ptr().cast()),
-            [
-                _mm512_loadu_si512(TABLES[0].as_ptr().cast()),
-                _mm512_loadu_si512(TABLES[1].as_ptr().cast()),
-                _mm512_loadu_si512(TABLES[2].as_ptr().cast()),
-            ],
-            _mm512_loadu_si512(UNIT_SHIFTS.as_ptr().cast()),
-        )
-    };
-    let m3 = _mm512_set1_epi8(3);
+    let Consts {
+        spread,
+        shifts,
+        tabs,
+        unit_sh,
+        m3,
+    } = Consts::load();
     for (r, o) in (r0..r1).zip(out.chunks_exact_mut(cols)) {
         let w = v.data.as_ptr().wrapping_add(r * v.stride);
         let op = o.as_mut_ptr();
