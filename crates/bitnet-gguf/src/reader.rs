@@ -78,12 +78,12 @@ impl GgufFile {
         #[cfg(unix)]
         if let Some(map) = &self.map {
             const PAGE: usize = 4096;
-            let start = (map.as_ptr() as usize)
-                .saturating_add(range.start)
-                .next_multiple_of(PAGE);
-            let end = (map.as_ptr() as usize).saturating_add(range.end.min(map.len())) / PAGE * PAGE;
+            // Clamped to the map first, so the page rounding below cannot overflow.
+            let base = map.as_ptr() as usize;
+            let start = (base + range.start.min(map.len())).next_multiple_of(PAGE);
+            let end = (base + range.end.min(map.len())) / PAGE * PAGE;
             if end > start {
-                let offset = start - map.as_ptr() as usize;
+                let offset = start - base;
                 // SAFETY: the mapping is private and read-only, and nothing ever writes to it, so
                 // after MADV_DONTNEED a later access reads the same file bytes again: every slice
                 // handed out keeps seeing the same contents (the file must not change while

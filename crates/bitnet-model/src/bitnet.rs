@@ -27,24 +27,11 @@ impl Linear {
         Linear { w, out_scale: None }
     }
 
-    /// Wraps `w` in the layout this CPU's kernels read fastest. Where
-    /// [`TernaryMatrix::prefers_triple5`] holds (AVX-512 VBMI + VNNI), I2_S weights, and TQ2_0 /
-    /// TQ1_0 weights whose blocks share one scale (what converters write for BitNet b1.58), are
-    /// repacked to Triple5 (1.67 bits per weight, see [`bitnet_kernels::triple5`]). Elsewhere TQ1_0,
-    /// which has only a scalar kernel, becomes TQ2_0 (SIMD at every x86 level, 22% more bytes).
-    /// Everything else is kept as it is. What the loaders use.
+    /// Wraps `w` in the layout this CPU's kernels read fastest ([`TernaryMatrix::for_cpu`]:
+    /// Triple5 where AVX-512 VBMI + VNNI are present, TQ1_0 as TQ2_0 elsewhere). What the loaders
+    /// use.
     pub fn for_cpu(w: TernaryMatrix) -> Self {
-        if TernaryMatrix::prefers_triple5() {
-            if let Some(t5) = w.to_triple5() {
-                return Linear::new(t5);
-            }
-        }
-        if bitnet_kernels::simd_level() != bitnet_kernels::SimdLevel::Scalar {
-            if let Some(t2) = w.to_tq2_0() {
-                return Linear::new(t2);
-            }
-        }
-        Linear::new(w)
+        Linear::new(w.for_cpu())
     }
 
     /// `y = W · quant_i8(x)` for `n_tok` rows of `x`, using `s` as quantization scratch.

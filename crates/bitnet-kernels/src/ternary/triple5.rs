@@ -44,11 +44,6 @@ pub(crate) const DIGITS: [[u8; 32]; 3] = {
     t
 };
 
-/// Whether rows of `cols` values fit the layout.
-pub fn supports(cols: usize) -> bool {
-    cols > 0 && cols.is_multiple_of(UNIT)
-}
-
 /// Bytes per row of `cols` values (`cols % 64 == 0`).
 pub fn stride_for(cols: usize) -> usize {
     cols / BLOCK * BLOCK_BYTES + cols % BLOCK / UNIT * UNIT_BYTES
@@ -243,6 +238,5 @@ mod tests {
         assert_eq!(stride_for(2560), 13 * 40 + 16);
         assert_eq!(stride_for(6912), 36 * 40);
         assert_eq!(stride_for(128), 2 * 16);
-        assert!(supports(64) && !supports(96) && !supports(0));
     }
 }

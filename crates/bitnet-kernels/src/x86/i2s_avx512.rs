@@ -16,6 +16,41 @@ use core::arch::x86_64::*;
 const R: usize = 4;
 const T: usize = 4;
 
+/// The per-16-bit-lane shifts that line I2_S's 2-bit planes up with contiguous values, shared by
+/// the tiles, the Triple5 repacker (which splits I2_S blocks) and the Triple5 prefill path (which
+/// packs them back with the same shifts to the left).
+#[derive(Clone, Copy)]
+pub(super) struct Planes {
+    /// Low half 6 (bits 7-6: values 0..32), high half 4 (bits 5-4: values 32..64).
+    pub first: __m512i,
+    /// Low half 2 (bits 3-2: values 64..96), high half 0 (bits 1-0: values 96..128).
+    pub second: __m512i,
+    m3: __m512i,
+}
+
+impl Planes {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub fn new() -> Planes {
+        Planes {
+            first: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(6)), _mm256_set1_epi16(4)),
+            second: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(2)), _mm256_setzero_si256()),
+            m3: _mm512_set1_epi8(3),
+        }
+    }
+
+    /// The codes (0..=3) of one 32-byte block: values `0..64` and `64..128`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub fn split(self, block: __m256i) -> [__m512i; 2] {
+        let wz = _mm512_broadcast_i64x4(block);
+        [
+            _mm512_and_si512(_mm512_srlv_epi16(wz, self.first), self.m3),
+            _mm512_and_si512(_mm512_srlv_epi16(wz, self.second), self.m3),
+        ]
+    }
+}
+
 /// `out[r][k] = sum_j toks[k][j] * code(row0 + r, j)` over the full blocks. With `STREAM`, the
 /// weights [`super::STREAM_AHEAD`] bytes further on are prefetched as the tile goes (for calls that
 /// pass over the weights once).
@@ -33,11 +68,7 @@ unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool, const STREAM
     let nb = v.full_blocks();
     assert!(toks.len() == TT && (row0 + RR) * v.stride <= v.data.len() && nb * BLOCK_BYTES <= v.stride);
     assert!(toks.iter().all(|t| t.len() >= nb * BLOCK));
-    let m3 = _mm512_set1_epi8(3);
-    // Per-16-bit-lane shifts: low half extracts bits 7-6 (values 0..32) and high half bits 5-4
-    // (values 32..64); the second vector bits 3-2 and 1-0 (values 64..128).
-    let sh01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(6)), _mm256_set1_epi16(4));
-    let sh23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(2)), _mm256_setzero_si256());
+    let planes = Planes::new();
     let mut acc = [[_mm512_setzero_si512(); TT]; RR];
     let w0 = v.data.as_ptr().wrapping_add(row0 * v.stride);
     let qp: [*const i8; TT] = core::array::from_fn(|k| toks[k].as_ptr());
@@ -53,9 +84,7 @@ unsafe fn tile<const RR: usize, const TT: usize, const CLEAN: bool, const STREAM
         for (rr, c_r) in c.iter_mut().enumerate() {
             // SAFETY: row row0 + rr exists and block b < nb lies within its stride (asserted).
             let w = unsafe { _mm256_loadu_si256(w0.add(rr * v.stride + b * BLOCK_BYTES).cast()) };
-            let wz = _mm512_broadcast_i64x4(if CLEAN { w } else { sanitize_codes_vl(w) });
-            c_r[0] = _mm512_and_si512(_mm512_srlv_epi16(wz, sh01), m3);
-            c_r[1] = _mm512_and_si512(_mm512_srlv_epi16(wz, sh23), m3);
+            *c_r = planes.split(if CLEAN { w } else { sanitize_codes_vl(w) });
         }
         for (k, &p) in qp.iter().enumerate() {
             // SAFETY: values 128b .. 128b + 128 are inside every token (asserted above).

@@ -5,6 +5,7 @@
 //! contiguous activations for `vpdpbusd`. `t = u - 1` is restored by subtracting `sum(q)` once per
 //! token (done by [`gemm_tiled`]). A tile of 4 rows x 4 tokens keeps 16 accumulators in registers.
 
+use super::i2s_avx512::Planes;
 use super::prefetch_ahead;
 use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
 use crate::ternary::triple5::{Triple5Rows, BLOCK, BLOCK_BYTES, DIGITS, PAD, UNIT, UNIT_BYTES};
@@ -92,6 +93,28 @@ impl Consts {
             }
         }
     }
+
+    /// The 64 five-bit codes of a block (one per byte, bits 5-7 don't-care), from 64 bytes loaded
+    /// at the block's start.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn block_codes(&self, raw: __m512i) -> __m512i {
+        _mm512_multishift_epi64_epi8(self.shifts, _mm512_permutexvar_epi8(self.spread, raw))
+    }
+
+    /// Unsigned codes (0..=2) of digit `d` of every code: values `64d .. 64d + 64` of the block.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    fn digits(&self, codes: __m512i, d: usize) -> __m512i {
+        _mm512_permutexvar_epi8(codes, self.tabs[d])
+    }
+
+    /// Unsigned codes of a 16-byte tail unit's 64 values.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn unit_codes(&self, unit: __m128i) -> __m512i {
+        _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i32x4(unit), self.unit_sh), self.m3)
+    }
 }
 
 /// `out[r][k] = sum_j toks[k][j] * u(row0 + r, j)` over the whole row. With `STREAM`, the weights
@@ -111,13 +134,7 @@ unsafe fn tile<const RR: usize, const TT: usize, const STREAM: bool>(
     // The 64-byte loads of the last block of the last row read into the padding.
     assert!(toks.len() == TT && (row0 + RR) * v.stride + PAD <= v.data.len());
     assert!(nb * BLOCK_BYTES + nu * UNIT_BYTES <= v.stride && toks.iter().all(|t| t.len() >= v.cols));
-    let Consts {
-        spread,
-        shifts,
-        tabs,
-        unit_sh,
-        m3,
-    } = Consts::load();
+    let k5 = Consts::load();
     let mut acc = [[_mm512_setzero_si512(); TT]; RR];
     let w0 = v.data.as_ptr().wrapping_add(row0 * v.stride);
     let qp: [*const i8; TT] = core::array::from_fn(|k| toks[k].as_ptr());
@@ -131,10 +148,10 @@ unsafe fn tile<const RR: usize, const TT: usize, const STREAM: bool>(
             // SAFETY: block b of row row0 + rr starts inside the rows, and 64 bytes from there stay
             // inside rows + padding (asserted above).
             let raw = unsafe { _mm512_loadu_si512(w0.add(rr * v.stride + b * BLOCK_BYTES).cast()) };
-            *c = _mm512_multishift_epi64_epi8(shifts, _mm512_permutexvar_epi8(spread, raw));
+            *c = k5.block_codes(raw);
         }
-        for (d, &tab) in tabs.iter().enumerate() {
-            let u: [__m512i; RR] = core::array::from_fn(|rr| _mm512_permutexvar_epi8(codes[rr], tab));
+        for d in 0..3 {
+            let u: [__m512i; RR] = core::array::from_fn(|rr| k5.digits(codes[rr], d));
             for (k, &p) in qp.iter().enumerate() {
                 // SAFETY: values 192b + 64d .. + 64 are inside every token (asserted above).
                 let qv = unsafe { _mm512_loadu_si512(p.add(b * BLOCK + 64 * d).cast()) };
@@ -151,8 +168,7 @@ unsafe fn tile<const RR: usize, const TT: usize, const STREAM: bool>(
         }
         let u: [__m512i; RR] = core::array::from_fn(|rr| {
             // SAFETY: unit j of row row0 + rr lies inside the row (asserted above).
-            let w = unsafe { _mm_loadu_si128(w0.add(rr * v.stride + off).cast()) };
-            _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i32x4(w), unit_sh), m3)
+            k5.unit_codes(unsafe { _mm_loadu_si128(w0.add(rr * v.stride + off).cast()) })
         });
         for (k, &p) in qp.iter().enumerate() {
             // SAFETY: values 192nb + 64j .. + 64 are inside every token (asserted above).
@@ -280,7 +296,7 @@ unsafe fn gemm_decoded(
                 // SAFETY: the caller guarantees VBMI; row r exists; `row` holds cols bytes and
                 // `out` one I2_S row.
                 unsafe {
-                    unpack_rows(v, r, r + 1, row);
+                    unpack_row(v, r, row);
                     pack_i2s_row(&row[..cols], out);
                 }
             }
@@ -306,14 +322,13 @@ unsafe fn gemm_decoded(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn pack_i2s_row(u: &[u8], out: &mut [u8]) {
     assert!(u.len().is_multiple_of(128) && out.len() == u.len() / 4);
-    // 16-bit shift counts: low half 6 / 2, high half 4 / 0 (codes <= 2 stay inside their byte).
-    let sh_a = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(6)), _mm256_set1_epi16(4));
-    let sh_b = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(2)), _mm256_setzero_si256());
+    // The kernels' plane shifts, to the left (codes <= 2 stay inside their byte).
+    let planes = Planes::new();
     for (ub, ob) in u.chunks_exact(128).zip(out.chunks_exact_mut(32)) {
         // SAFETY: ub is 128 bytes and ob 32 (chunks_exact).
         unsafe {
-            let a = _mm512_sllv_epi16(_mm512_loadu_si512(ub.as_ptr().cast()), sh_a);
-            let b = _mm512_sllv_epi16(_mm512_loadu_si512(ub.as_ptr().add(64).cast()), sh_b);
+            let a = _mm512_sllv_epi16(_mm512_loadu_si512(ub.as_ptr().cast()), planes.first);
+            let b = _mm512_sllv_epi16(_mm512_loadu_si512(ub.as_ptr().add(64).cast()), planes.second);
             let x = _mm512_or_si512(a, b);
             let w = _mm256_or_si256(_mm512_castsi512_si256(x), _mm512_extracti64x4_epi64::<1>(x));
             _mm256_storeu_si256(ob.as_mut_ptr().cast(), w);
@@ -321,45 +336,35 @@ unsafe fn pack_i2s_row(u: &[u8], out: &mut [u8]) {
     }
 }
 
-/// Unpacks rows `r0..r1` of `v` to one code byte per weight (`out` holds `(r1 - r0) * cols`).
+/// Unpacks row `r` of `v` to one code byte per weight (`out` holds `cols` bytes).
 ///
 /// # Safety
 /// AVX-512 F/BW + VBMI available. (Bounds are asserted.)
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2,fma,f16c")]
-unsafe fn unpack_rows(v: Triple5Rows<'_>, r0: usize, r1: usize, out: &mut [u8]) {
+unsafe fn unpack_row(v: Triple5Rows<'_>, r: usize, out: &mut [u8]) {
     let cols = v.cols;
     let nb = cols / BLOCK;
     let nu = cols % BLOCK / UNIT;
-    assert!(r1 * v.stride + PAD <= v.data.len() && out.len() >= (r1 - r0) * cols);
+    assert!((r + 1) * v.stride + PAD <= v.data.len() && out.len() >= cols);
     assert!(nb * BLOCK + nu * UNIT == cols);
-    let Consts {
-        spread,
-        shifts,
-        tabs,
-        unit_sh,
-        m3,
-    } = Consts::load();
-    for (r, o) in (r0..r1).zip(out.chunks_exact_mut(cols)) {
-        let w = v.data.as_ptr().wrapping_add(r * v.stride);
-        let op = o.as_mut_ptr();
-        for b in 0..nb {
-            // SAFETY: 64 bytes from block b stay inside rows + padding; the stores write values
-            // 192b .. 192b + 192 of this row's `cols` bytes (asserted above).
-            unsafe {
-                let raw = _mm512_loadu_si512(w.add(b * BLOCK_BYTES).cast());
-                let codes = _mm512_multishift_epi64_epi8(shifts, _mm512_permutexvar_epi8(spread, raw));
-                for (d, &tab) in tabs.iter().enumerate() {
-                    _mm512_storeu_si512(op.add(b * BLOCK + 64 * d).cast(), _mm512_permutexvar_epi8(codes, tab));
-                }
+    let k5 = Consts::load();
+    let w = v.data.as_ptr().wrapping_add(r * v.stride);
+    let op = out.as_mut_ptr();
+    for b in 0..nb {
+        // SAFETY: 64 bytes from block b stay inside rows + padding; the stores write values
+        // 192b .. 192b + 192 of the row's `cols` bytes (asserted above).
+        unsafe {
+            let codes = k5.block_codes(_mm512_loadu_si512(w.add(b * BLOCK_BYTES).cast()));
+            for d in 0..3 {
+                _mm512_storeu_si512(op.add(b * BLOCK + 64 * d).cast(), k5.digits(codes, d));
             }
         }
-        for j in 0..nu {
-            // SAFETY: unit j lies inside the row; the store writes its 64 values (asserted above).
-            unsafe {
-                let u = _mm_loadu_si128(w.add(nb * BLOCK_BYTES + j * UNIT_BYTES).cast());
-                let c = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i32x4(u), unit_sh), m3);
-                _mm512_storeu_si512(op.add(nb * BLOCK + j * UNIT).cast(), c);
-            }
+    }
+    for j in 0..nu {
+        // SAFETY: unit j lies inside the row; the store writes its 64 values (asserted above).
+        unsafe {
+            let c = k5.unit_codes(_mm_loadu_si128(w.add(nb * BLOCK_BYTES + j * UNIT_BYTES).cast()));
+            _mm512_storeu_si512(op.add(nb * BLOCK + j * UNIT).cast(), c);
         }
     }
 }
@@ -390,25 +395,16 @@ pub(crate) unsafe fn repack_i2s_rows(src: crate::ternary::i2s::I2sRows<'_>, r0: 
     let stride = stride_for(cols);
     assert!(cols.is_multiple_of(i2s::BLOCK) && r1 <= src.data.len() / src.stride.max(1));
     assert!(out.len() >= (r1 - r0) * stride);
-    let m3 = _mm512_set1_epi8(3);
-    let sh01 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(6)), _mm256_set1_epi16(4));
-    let sh23 = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(2)), _mm256_setzero_si256());
+    let planes = Planes::new();
     let mut u = vec![0u8; cols];
     for (r, o) in (r0..r1).zip(out.chunks_exact_mut(stride)) {
         let row = src.row(r);
         for (blk, ub) in row.chunks_exact(i2s::BLOCK_BYTES).zip(u.chunks_exact_mut(i2s::BLOCK)) {
             // SAFETY: blk is 32 bytes and ub 128 (chunks_exact).
             unsafe {
-                let w = super::sanitize_codes_vl(_mm256_loadu_si256(blk.as_ptr().cast()));
-                let wz = _mm512_broadcast_i64x4(w);
-                _mm512_storeu_si512(
-                    ub.as_mut_ptr().cast(),
-                    _mm512_and_si512(_mm512_srlv_epi16(wz, sh01), m3),
-                );
-                _mm512_storeu_si512(
-                    ub.as_mut_ptr().add(64).cast(),
-                    _mm512_and_si512(_mm512_srlv_epi16(wz, sh23), m3),
-                );
+                let [c0, c1] = planes.split(super::sanitize_codes_vl(_mm256_loadu_si256(blk.as_ptr().cast())));
+                _mm512_storeu_si512(ub.as_mut_ptr().cast(), c0);
+                _mm512_storeu_si512(ub.as_mut_ptr().add(64).cast(), c1);
             }
         }
         // SAFETY: forwarded (features); u holds one row of codes, o one Triple5 row.
