@@ -45,39 +45,62 @@ fn check_rows(what: &str, rows: usize, stride: usize, offset: usize, d: usize, l
     }
 }
 
-/// `out[j] = scale * dot(q, k[j * stride + offset .. + q.len()])` for `j < out.len()`, over an f32
-/// or f16 ([`KvElem`]) cache.
+/// Scores of one or more query heads against the same K rows: `q` holds `hg = q.len() / d` heads of
+/// `d` values, `out` holds `n = out.len() / hg` scores per head, and
+/// `out[h * n + j] = scale * dot(q_h, k[j * stride + offset .. + d])`, over an f32 or f16
+/// ([`KvElem`]) cache. The query heads of a GQA group share their KV head, so passing them together
+/// lets the SIMD kernel load (and convert) each K row once for all of them.
 ///
 /// # Panics
-/// If a K row would reach past the end of `k`.
-pub fn attn_scores<T: KvElem>(q: &[f32], k: &[T], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
-    attn_scores_with(simd_level(), q, k, stride, offset, scale, out)
+/// If `d` is 0 or does not divide `q.len()`, `hg` does not divide `out.len()`, or a K row would reach
+/// past the end of `k`.
+pub fn attn_scores<T: KvElem>(q: &[f32], d: usize, k: &[T], stride: usize, offset: usize, scale: f32, out: &mut [f32]) {
+    attn_scores_with(simd_level(), q, d, k, stride, offset, scale, out)
 }
 
 /// [`attn_scores`] at an explicit SIMD level (lowered to what the CPU supports).
+#[allow(clippy::too_many_arguments)] // the cache's geometry (stride, offset) and the scale are all needed
 pub fn attn_scores_with<T: KvElem>(
     level: SimdLevel,
     q: &[f32],
+    d: usize,
     k: &[T],
     stride: usize,
     offset: usize,
     scale: f32,
     out: &mut [f32],
 ) {
-    let d = q.len();
-    check_rows("attn_scores: K", out.len(), stride, offset, d, k.len());
+    let hg = heads("attn_scores", q.len(), d);
+    assert!(
+        out.len().is_multiple_of(hg),
+        "attn_scores: {} scores for {hg} heads",
+        out.len()
+    );
+    let n = out.len() / hg;
+    check_rows("attn_scores: K", n, stride, offset, d, k.len());
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(16) && d <= 256 && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
         // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
-        // (checked above).
-        unsafe { crate::x86::attention::scores_avx512(q, k, stride, offset, scale, out) };
+        // (checked above), q holds hg heads of d values and out hg * n scores.
+        unsafe { crate::x86::attention::scores_avx512(q, d, k, stride, offset, scale, out) };
         return;
     }
     let _ = level;
-    for (j, o) in out.iter_mut().enumerate() {
-        let r = &k[j * stride + offset..j * stride + offset + d];
-        *o = scale * dot_scalar(q, r);
+    for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(n.max(1))) {
+        for (j, o) in oh.iter_mut().enumerate() {
+            let r = &k[j * stride + offset..j * stride + offset + d];
+            *o = scale * dot_scalar(qh, r);
+        }
     }
+}
+
+/// The number of heads of `d` values in `len` values.
+fn heads(what: &str, len: usize, d: usize) -> usize {
+    assert!(
+        d > 0 && len.is_multiple_of(d),
+        "{what}: {len} values are not whole heads of {d}"
+    );
+    len / d
 }
 
 /// The order of `crate::float::dot_f32_scalar` (8 partial sums, then the tail), over any element.
@@ -97,13 +120,17 @@ fn dot_scalar<T: KvElem>(a: &[f32], b: &[T]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// `out = sum_j p[j] * v[j * stride + offset .. + out.len()]` over `j < p.len()`, over an f32 or f16
-/// ([`KvElem`]) cache.
+/// Probability-weighted sums of V rows for one or more heads that read the same rows: `out` holds
+/// `hg = out.len() / d` heads of `d` values, `p` holds `n = p.len() / hg` weights per head, and
+/// `out_h = sum_j p[h * n + j] * v[j * stride + offset .. + d]`, over an f32 or f16 ([`KvElem`])
+/// cache. Every output is one running sum over the rows in order, at every level, whether the heads
+/// come together or one at a time.
 ///
 /// # Panics
-/// If a V row would reach past the end of `v`.
-pub fn attn_weighted_sum<T: KvElem>(p: &[f32], v: &[T], stride: usize, offset: usize, out: &mut [f32]) {
-    attn_weighted_sum_with(simd_level(), p, v, stride, offset, out)
+/// If `d` is 0 or does not divide `out.len()`, `hg` does not divide `p.len()`, or a V row would reach
+/// past the end of `v`.
+pub fn attn_weighted_sum<T: KvElem>(p: &[f32], v: &[T], stride: usize, offset: usize, d: usize, out: &mut [f32]) {
+    attn_weighted_sum_with(simd_level(), p, v, stride, offset, d, out)
 }
 
 /// [`attn_weighted_sum`] at an explicit SIMD level (lowered to what the CPU supports).
@@ -113,23 +140,32 @@ pub fn attn_weighted_sum_with<T: KvElem>(
     v: &[T],
     stride: usize,
     offset: usize,
+    d: usize,
     out: &mut [f32],
 ) {
-    let d = out.len();
-    check_rows("attn_weighted_sum: V", p.len(), stride, offset, d, v.len());
+    let hg = heads("attn_weighted_sum", out.len(), d);
+    assert!(
+        p.len().is_multiple_of(hg),
+        "attn_weighted_sum: {} weights for {hg} heads",
+        p.len()
+    );
+    let n = p.len() / hg;
+    check_rows("attn_weighted_sum: V", n, stride, offset, d, v.len());
+    out.fill(0.0);
     #[cfg(target_arch = "x86_64")]
     if d.is_multiple_of(16) && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
         // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
-        // (checked above).
-        unsafe { crate::x86::attention::weighted_sum_avx512(p, v, stride, offset, out) };
+        // (checked above), out holds hg heads of d values and p hg * n weights.
+        unsafe { crate::x86::attention::weighted_sum_avx512(p, v, stride, offset, d, out) };
         return;
     }
     let _ = level;
-    out.fill(0.0);
-    for (j, &pj) in p.iter().enumerate() {
-        let r = &v[j * stride + offset..j * stride + offset + d];
-        for (o, &x) in out.iter_mut().zip(r) {
-            *o += pj * x.to_f32();
+    for (ph, oh) in p.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(d)) {
+        for (j, &pj) in ph.iter().enumerate() {
+            let r = &v[j * stride + offset..j * stride + offset + d];
+            for (o, &x) in oh.iter_mut().zip(r) {
+                *o += pj * x.to_f32();
+            }
         }
     }
 }
@@ -290,56 +326,68 @@ mod tests {
         }
 
         /// Every level agrees with the scalar twin, for head sizes on and off the SIMD path (multiples
-        /// of 16 up to 256, and odd ones), any number of positions, and large magnitudes.
+        /// of 16 up to 256, and odd ones), 1 to 6 query heads at once (every head-block shape and its
+        /// remainders), any number of positions (row blocks and their tails), and large magnitudes.
+        /// Heads passed together give exactly what each head gives on its own.
         #[test]
         fn kernels_match_scalar(d16 in 1usize..17, odd in 0usize..2, n in 0usize..70, heads in 1usize..4,
-                                seed in 1u64..u64::MAX, big in 0usize..2) {
+                                hg in 1usize..7, seed in 1u64..u64::MAX, big in 0usize..2) {
             let d = if odd == 1 { d16 * 16 - 3 } else { d16 * 16 };
             let mag = [1.0f32, 1e15][big];
             let stride = d * heads + 5;
             let offset = (heads - 1) * d;
             let kv = vals(seed, n * stride + offset + d, mag);
-            let q = vals(seed ^ 0x55, d, 1.0);
-            let p = vals(seed ^ 0xaa, n, 1.0);
-            let mut s0 = vec![0f32; n];
-            attn_scores_with(SimdLevel::Scalar, &q, &kv, stride, offset, 0.125, &mut s0);
-            let mut o0 = vec![0f32; d];
-            attn_weighted_sum_with(SimdLevel::Scalar, &p, &kv, stride, offset, &mut o0);
-            for level in supported_simd_levels() {
-                let mut s = vec![f32::NAN; n];
-                attn_scores_with(level, &q, &kv, stride, offset, 0.125, &mut s);
-                for j in 0..n {
-                    let r = &kv[j * stride + offset..j * stride + offset + d];
-                    let bound = 0.125 * q.iter().zip(r).map(|(a, b)| (a * b).abs()).sum::<f32>() * 1e-5 + 1e-30;
-                    prop_assert!((s[j] - s0[j]).abs() <= bound, "{level:?} score {j}: {} vs {}", s[j], s0[j]);
+            let q = vals(seed ^ 0x55, hg * d, 1.0);
+            let p = vals(seed ^ 0xaa, hg * n, 1.0);
+            let check = |kv: &[f32], got_s: &[f32], got_o: &[f32], what: &str| -> Result<(), TestCaseError> {
+                let mut s0 = vec![0f32; hg * n];
+                attn_scores_with(SimdLevel::Scalar, &q, d, kv, stride, offset, 0.125, &mut s0);
+                let mut o0 = vec![0f32; hg * d];
+                attn_weighted_sum_with(SimdLevel::Scalar, &p, kv, stride, offset, d, &mut o0);
+                for h in 0..hg {
+                    for j in 0..n {
+                        let r = &kv[j * stride + offset..j * stride + offset + d];
+                        let bound = 0.125 * q[h * d..(h + 1) * d].iter().zip(r).map(|(a, b)| (a * b).abs()).sum::<f32>() * 1e-5 + 1e-30;
+                        let (g, w) = (got_s[h * n + j], s0[h * n + j]);
+                        prop_assert!((g - w).abs() <= bound, "{what} head {h} score {j}: {g} vs {w}");
+                    }
+                    for i in 0..d {
+                        let bound = (0..n).map(|j| (p[h * n + j] * kv[j * stride + offset + i]).abs()).sum::<f32>() * 1e-5 + 1e-30;
+                        let (g, w) = (got_o[h * d + i], o0[h * d + i]);
+                        prop_assert!((g - w).abs() <= bound, "{what} head {h} out {i}: {g} vs {w}");
+                    }
                 }
-                let mut o = vec![f32::NAN; d];
-                attn_weighted_sum_with(level, &p, &kv, stride, offset, &mut o);
-                for i in 0..d {
-                    let bound = (0..n).map(|j| (p[j] * kv[j * stride + offset + i]).abs()).sum::<f32>() * 1e-5 + 1e-30;
-                    prop_assert!((o[i] - o0[i]).abs() <= bound, "{level:?} out {i}: {} vs {}", o[i], o0[i]);
-                }
-            }
-            // The f16 kernels against the f32 scalar twin on the f16-rounded cache (kept in f16 range).
+                Ok(())
+            };
+            // The f16 cache (kept in f16 range) against the f32 scalar twin on its rounded values.
             let kv16: Vec<u16> = kv.iter().map(|&x| f16::from_f32(x.clamp(-6e4, 6e4)).to_bits()).collect();
             let kvr: Vec<f32> = kv16.iter().map(|&b| f16::from_bits(b).to_f32()).collect();
-            let mut s1 = vec![0f32; n];
-            attn_scores_with(SimdLevel::Scalar, &q, &kvr, stride, offset, 0.125, &mut s1);
-            let mut o1 = vec![0f32; d];
-            attn_weighted_sum_with(SimdLevel::Scalar, &p, &kvr, stride, offset, &mut o1);
             for level in supported_simd_levels() {
-                let mut s = vec![f32::NAN; n];
-                attn_scores_with(level, &q, &kv16, stride, offset, 0.125, &mut s);
-                for j in 0..n {
-                    let r = &kvr[j * stride + offset..j * stride + offset + d];
-                    let bound = 0.125 * q.iter().zip(r).map(|(a, b)| (a * b).abs()).sum::<f32>() * 1e-5 + 1e-30;
-                    prop_assert!((s[j] - s1[j]).abs() <= bound, "f16 {level:?} score {j}: {} vs {}", s[j], s1[j]);
-                }
-                let mut o = vec![f32::NAN; d];
-                attn_weighted_sum_with(level, &p, &kv16, stride, offset, &mut o);
-                for i in 0..d {
-                    let bound = (0..n).map(|j| (p[j] * kvr[j * stride + offset + i]).abs()).sum::<f32>() * 1e-5 + 1e-30;
-                    prop_assert!((o[i] - o1[i]).abs() <= bound, "f16 {level:?} out {i}: {} vs {}", o[i], o1[i]);
+                let (mut s, mut o) = (vec![f32::NAN; hg * n], vec![f32::NAN; hg * d]);
+                attn_scores_with(level, &q, d, &kv, stride, offset, 0.125, &mut s);
+                attn_weighted_sum_with(level, &p, &kv, stride, offset, d, &mut o);
+                check(&kv, &s, &o, &format!("{level:?}"))?;
+                let (mut s16, mut o16) = (vec![f32::NAN; hg * n], vec![f32::NAN; hg * d]);
+                attn_scores_with(level, &q, d, &kv16, stride, offset, 0.125, &mut s16);
+                attn_weighted_sum_with(level, &p, &kv16, stride, offset, d, &mut o16);
+                check(&kvr, &s16, &o16, &format!("f16 {level:?}"))?;
+                // One head at a time, and one row at a time: the same scores and sums bit for bit.
+                for h in 0..hg {
+                    let mut s1 = vec![f32::NAN; n];
+                    attn_scores_with(level, &q[h * d..(h + 1) * d], d, &kv, stride, offset, 0.125, &mut s1);
+                    prop_assert_eq!(s1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                    s[h * n..(h + 1) * n].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                    "{:?} alone, head {} scores", level, h);
+                    for j in 0..n {
+                        let mut one = [f32::NAN];
+                        attn_scores_with(level, &q[h * d..(h + 1) * d], d, &kv[j * stride..], stride, offset, 0.125, &mut one);
+                        prop_assert_eq!(one[0].to_bits(), s[h * n + j].to_bits(), "{:?} row {} alone, head {}", level, j, h);
+                    }
+                    let mut o1 = vec![f32::NAN; d];
+                    attn_weighted_sum_with(level, &p[h * n..(h + 1) * n], &kv, stride, offset, d, &mut o1);
+                    prop_assert_eq!(o1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                    o[h * d..(h + 1) * d].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                                    "{:?} alone, head {}", level, h);
                 }
             }
         }

@@ -84,57 +84,95 @@ impl AttnShape {
     }
 }
 
-/// One query head against the first `n` cached positions of KV head `kvh`:
-/// `o = softmax(K·q / sqrt(d)) · V`, softmax in f32. `sc` is scratch of at least `n` values.
-#[allow(clippy::too_many_arguments)] // a hot inner function; a struct would only rename the same eight values
-fn attend_head(qh: &[f32], kv: KvLayer<'_>, kvh: usize, n: usize, s: AttnShape, sc: &mut [f32], o: &mut [f32]) {
+/// The query heads `qg` (`hg` heads of `head_dim` values, all reading KV head `kvh`) against the
+/// first `n` cached positions: `o_h = softmax(K·q_h / sqrt(d)) · V`, softmax in f32. `sc` is scratch
+/// of at least `hg * n` values.
+///
+/// The heads of a GQA group share their K and V rows, so the kernels take them together and load
+/// (and convert) each row once for the whole group: a walk per head read the cache four times over,
+/// from memory once one head's K and V outgrew L2.
+#[allow(clippy::too_many_arguments)] // a hot inner function; a struct would only rename the same values
+fn attend_group(qg: &[f32], kv: KvLayer<'_>, kvh: usize, n: usize, s: AttnShape, sc: &mut [f32], o: &mut [f32]) {
     let d = s.head_dim;
+    let hg = qg.len() / d;
     let (stride, off) = (kv.row_stride, kvh * kv.head_stride);
     let scale = 1.0f32 / (d as f32).sqrt();
-    let sc = &mut sc[..n];
+    let sc = &mut sc[..hg * n];
     match kv.data {
-        KvData::F32 { k, .. } => attn_scores(qh, k, stride, off, scale, sc),
-        KvData::F16 { k, .. } => attn_scores(qh, k, stride, off, scale, sc),
+        KvData::F32 { k, .. } => attn_scores(qg, d, k, stride, off, scale, sc),
+        KvData::F16 { k, .. } => attn_scores(qg, d, k, stride, off, scale, sc),
     }
-    bitnet_kernels::attention::softmax(sc);
+    for sh in sc.chunks_exact_mut(n.max(1)) {
+        bitnet_kernels::attention::softmax(sh);
+    }
     match kv.data {
-        KvData::F32 { v, .. } => attn_weighted_sum(sc, v, stride, off, o),
-        KvData::F16 { v, .. } => attn_weighted_sum(sc, v, stride, off, o),
+        KvData::F32 { v, .. } => attn_weighted_sum(sc, v, stride, off, d, o),
+        KvData::F16 { v, .. } => attn_weighted_sum(sc, v, stride, off, d, o),
     }
 }
 
-/// Runs `head(unit, out_chunk, scores)` for `units` heads of `d` outputs each, on the worker pool
-/// when the work is large enough. Each task gets `max_n` score slots of `scratch`, which grows to
-/// `tasks * reserve_n` (reserve the cache capacity so that decoding does not reallocate it).
+/// Query heads per unit of work: a whole GQA group, or part of one when there are too few groups
+/// to keep every worker busy (decoding one token with 5 KV heads on 2 threads: halves of groups
+/// give 10 equal units, where whole groups would leave one thread idle for a fifth of the time).
+fn heads_per_unit(n_tok: usize, s: AttnShape, threads: usize) -> usize {
+    let group = s.group();
+    let groups = n_tok * s.n_heads / group;
+    (1..=group)
+        .filter(|p| group.is_multiple_of(*p))
+        .find(|&p| {
+            let units = groups * p;
+            units.is_multiple_of(threads) || units >= 4 * threads
+        })
+        .map_or(1, |p| group / p)
+}
+
+/// Runs the query heads `0..n_tok * n_heads` (of `d` outputs each, token-major) on the worker pool
+/// when the work is large enough: each task takes a run of whole units ([`heads_per_unit`]) and
+/// calls `run(first_head, out, scores)` once per stretch of its heads that share a KV head, so a
+/// task that holds a whole group, or parts of two, reads each KV head once. Each task gets
+/// `group * max_n` score slots of `scratch`, which grows to `tasks * group * reserve_n` (reserve the
+/// cache capacity so that decoding does not reallocate it).
+#[allow(clippy::too_many_arguments)]
 fn run_heads(
-    units: usize,
-    d: usize,
+    n_tok: usize,
+    s: AttnShape,
     max_n: usize,
     reserve_n: usize,
     out: &mut [f32],
     scratch: &mut Vec<f32>,
-    head: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+    run: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
 ) {
-    let parallel = units * max_n * d >= 1 << 16;
-    let tasks = if parallel {
-        units.min(bitnet_kernels::pool::num_threads() * 4)
-    } else {
+    let (d, group) = (s.head_dim, s.group());
+    let threads = bitnet_kernels::pool::num_threads().max(1);
+    let hpu = heads_per_unit(n_tok, s, threads);
+    let units = n_tok * s.n_heads / hpu;
+    let parallel = units * hpu * max_n * d >= 1 << 16;
+    let tasks = if !parallel {
         1
+    } else if units.is_multiple_of(threads) && units <= 4 * threads {
+        threads
+    } else {
+        units.min(threads * 4)
     };
-    let upt = units.div_ceil(tasks);
-    let tasks = units.div_ceil(upt);
-    let need = tasks * max_n.max(1);
+    let hpt = units.div_ceil(tasks) * hpu;
+    let tasks = (units * hpu).div_ceil(hpt);
+    let per_task = group.min(hpt) * max_n.max(1);
+    let need = tasks * per_task;
     if scratch.len() < need {
-        scratch.resize(need.max(tasks * reserve_n), 0.0);
+        scratch.resize(need.max(tasks * group.min(hpt) * reserve_n), 0.0);
     }
     bitnet_kernels::pool::for_each_chunk_pair_mut(
-        &mut out[..units * d],
-        upt * d,
+        &mut out[..units * hpu * d],
+        hpt * d,
         &mut scratch[..need],
-        max_n.max(1),
+        per_task,
         |ti, oc, sc| {
-            for (j, o) in oc.chunks_mut(d).enumerate() {
-                head(ti * upt + j, o, sc);
+            let h0 = ti * hpt;
+            let (mut h, end) = (h0, h0 + oc.len() / d);
+            while h < end {
+                let stop = end.min((h / group + 1) * group);
+                run(h, &mut oc[(h - h0) * d..(stop - h0) * d], sc);
+                h = stop;
             }
         },
     );
@@ -161,20 +199,11 @@ pub fn attention_with(
     scratch: &mut Vec<f32>,
     reserve_n: usize,
 ) {
-    let d = s.head_dim;
-    let group = s.group();
-    run_heads(
-        n_tok * s.n_heads,
-        d,
-        pos0 + n_tok,
-        reserve_n,
-        out,
-        scratch,
-        |i, o, sc| {
-            let (t, h) = (i / s.n_heads, i % s.n_heads);
-            attend_head(&q[i * d..(i + 1) * d], kv, h / group, pos0 + t + 1, s, sc, o);
-        },
-    );
+    let (d, group) = (s.head_dim, s.group());
+    run_heads(n_tok, s, pos0 + n_tok, reserve_n, out, scratch, |i, o, sc| {
+        let (t, h) = (i / s.n_heads, i % s.n_heads);
+        attend_group(&q[i * d..i * d + o.len()], kv, h / group, pos0 + t + 1, s, sc, o);
+    });
 }
 
 /// Attention for one new token of each of several sequences (batched decoding): token `t` attends
@@ -190,12 +219,11 @@ pub fn attention_batch<'a>(
     scratch: &mut Vec<f32>,
     reserve_n: usize,
 ) {
-    let d = s.head_dim;
-    let group = s.group();
-    run_heads(n_seqs * s.n_heads, d, max_n, reserve_n, out, scratch, |i, o, sc| {
+    let (d, group) = (s.head_dim, s.group());
+    run_heads(n_seqs, s, max_n, reserve_n, out, scratch, |i, o, sc| {
         let (t, h) = (i / s.n_heads, i % s.n_heads);
         let (layer, n) = kv(t);
-        attend_head(&q[i * d..(i + 1) * d], layer, h / group, n, s, sc, o);
+        attend_group(&q[i * d..i * d + o.len()], layer, h / group, n, s, sc, o);
     });
 }
 
@@ -241,5 +269,60 @@ mod tests {
         let mut o = [0.0; 4];
         attention(&q, &k, &v, 0, 1, s, &mut o);
         assert_eq!(o, [7.0, -1.0, 7.0, -1.0]);
+    }
+
+    /// Grouped heads, split across tasks in every way the thread count allows, give each head's
+    /// own one-head computation bit for bit: GQA groups of 1, 3 and 4, queries at the end of a long
+    /// cache (several row blocks) and a causal prefill.
+    #[test]
+    fn grouped_attention_equals_attention_per_head() {
+        use bitnet_kernels::attention::{attn_scores, attn_weighted_sum, softmax};
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut vals = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+                })
+                .collect()
+        };
+        for (n_heads, n_kv_heads) in [(4, 4), (6, 2), (8, 2)] {
+            let s = AttnShape {
+                n_heads,
+                n_kv_heads,
+                head_dim: 32,
+            };
+            let (qd, kvd, d) = (n_heads * 32, n_kv_heads * 32, 32);
+            for (pos0, n_tok) in [(599, 1), (40, 7)] {
+                let n = pos0 + n_tok;
+                let (k, v, q) = (vals(n * kvd), vals(n * kvd), vals(n_tok * qd));
+                let mut want = vec![0f32; n_tok * qd];
+                for t in 0..n_tok {
+                    for h in 0..n_heads {
+                        let off = (h / (n_heads / n_kv_heads)) * d;
+                        let m = pos0 + t + 1;
+                        let mut sc = vec![0f32; m];
+                        let qh = &q[(t * n_heads + h) * d..(t * n_heads + h + 1) * d];
+                        attn_scores(qh, d, &k, kvd, off, 1.0 / (d as f32).sqrt(), &mut sc);
+                        softmax(&mut sc);
+                        let o = &mut want[(t * n_heads + h) * d..(t * n_heads + h + 1) * d];
+                        attn_weighted_sum(&sc, &v, kvd, off, d, o);
+                    }
+                }
+                for threads in 1..=3 {
+                    bitnet_kernels::pool::set_num_threads(threads);
+                    let mut got = vec![f32::NAN; n_tok * qd];
+                    attention(&q, &k, &v, pos0, n_tok, s, &mut got);
+                    let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{n_heads}/{n_kv_heads} heads, {n_tok} at {pos0}, {threads} threads"
+                    );
+                }
+            }
+        }
     }
 }
