@@ -246,7 +246,14 @@ impl FloatMatrix {
         }
         #[cfg(target_arch = "x86_64")]
         if self.format == FloatFormat::Q8_0 && level != SimdLevel::Scalar && level != SimdLevel::Neon {
-            self.q8_0_tiles_avx2(x, n_tok, row0, m, y, ldy);
+            let wide = matches!(level, SimdLevel::Avx512 | SimdLevel::Avx512Vnni);
+            for i0 in (0..m).step_by(ROW_TILE) {
+                if wide {
+                    self.q8_0_block::<true>(x, n_tok, row0, i0, m.min(i0 + ROW_TILE), y, ldy);
+                } else {
+                    self.q8_0_block::<false>(x, n_tok, row0, i0, m.min(i0 + ROW_TILE), y, ldy);
+                }
+            }
             return;
         }
         // Every token over a tile of rows before the next tile: each row comes from memory once per call.
@@ -286,20 +293,36 @@ impl FloatMatrix {
         }
     }
 
-    /// Q8_0 rows `row0..row0 + m` times `n_tok` tokens, four tokens per row visit (fewer at the end);
-    /// bit-identical to the one-token Q8_0 kernel of the x86 levels.
-    #[cfg(target_arch = "x86_64")]
-    fn q8_0_tiles_avx2(&self, x: &[f32], n_tok: usize, row0: usize, m: usize, y: &mut [f32], ldy: usize) {
-        for i0 in (0..m).step_by(ROW_TILE) {
-            self.q8_0_block(x, n_tok, row0, i0, m.min(i0 + ROW_TILE), y, ldy);
-        }
-    }
-
-    /// Rows `row0 + i0..row0 + i1` of [`q8_0_tiles_avx2`](Self::q8_0_tiles_avx2).
+    /// Q8_0 rows `row0 + i0..row0 + i1` times `n_tok` tokens, four tokens per row visit (fewer at the
+    /// end); bit-identical to the one-token Q8_0 kernel of the x86 levels. `WIDE`: the AVX-512 tile
+    /// (same results with fewer instructions), else the AVX2 one.
     #[cfg(target_arch = "x86_64")]
     #[allow(clippy::too_many_arguments)]
-    fn q8_0_block(&self, x: &[f32], n_tok: usize, row0: usize, i0: usize, i1: usize, y: &mut [f32], ldy: usize) {
-        use crate::x86::float_dot::dot_tile_q8_0_avx2 as tile;
+    fn q8_0_block<const WIDE: bool>(
+        &self,
+        x: &[f32],
+        n_tok: usize,
+        row0: usize,
+        i0: usize,
+        i1: usize,
+        y: &mut [f32],
+        ldy: usize,
+    ) {
+        use crate::x86::float_dot::{dot_tile_q8_0_avx2, dot_tile_q8_0_avx512};
+        /// One row times `T` tokens.
+        ///
+        /// # Safety
+        /// As [`dot_tile_q8_0_avx512`] when `WIDE`, else as [`dot_tile_q8_0_avx2`].
+        unsafe fn tile<const WIDE: bool, const T: usize>(w: *const u8, x: [*const f32; T], n: usize) -> [f32; T] {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                if WIDE {
+                    dot_tile_q8_0_avx512::<T>(w, x, n)
+                } else {
+                    dot_tile_q8_0_avx2::<T>(w, x, n)
+                }
+            }
+        }
         let cols = self.cols;
         let xp = |t: usize| x[t * cols..(t + 1) * cols].as_ptr();
         let mut t = 0;
@@ -307,30 +330,30 @@ impl FloatMatrix {
             let nt = (n_tok - t).min(4);
             for i in i0..i1 {
                 let w = self.row(row0 + i).as_ptr();
-                // SAFETY: the callers clamped the level to the CPU (an x86 SIMD level: AVX2 + FMA + F16C);
-                // a Q8_0 row of cols (a multiple of 32) values holds cols / 32 * 34 bytes; every token has
-                // cols values.
+                // SAFETY: the callers clamped the level to the CPU (an x86 SIMD level: AVX2 + FMA + F16C,
+                // and AVX-512 F when WIDE); a Q8_0 row of cols (a multiple of 32) values holds
+                // cols / 32 * 34 bytes; every token has cols values.
                 unsafe {
                     match nt {
                         4 => {
-                            let d = tile::<4>(w, [xp(t), xp(t + 1), xp(t + 2), xp(t + 3)], cols);
+                            let d = tile::<WIDE, 4>(w, [xp(t), xp(t + 1), xp(t + 2), xp(t + 3)], cols);
                             for (k, v) in d.into_iter().enumerate() {
                                 y[(t + k) * ldy + i] = v;
                             }
                         }
                         3 => {
-                            let d = tile::<3>(w, [xp(t), xp(t + 1), xp(t + 2)], cols);
+                            let d = tile::<WIDE, 3>(w, [xp(t), xp(t + 1), xp(t + 2)], cols);
                             for (k, v) in d.into_iter().enumerate() {
                                 y[(t + k) * ldy + i] = v;
                             }
                         }
                         2 => {
-                            let d = tile::<2>(w, [xp(t), xp(t + 1)], cols);
+                            let d = tile::<WIDE, 2>(w, [xp(t), xp(t + 1)], cols);
                             for (k, v) in d.into_iter().enumerate() {
                                 y[(t + k) * ldy + i] = v;
                             }
                         }
-                        _ => y[t * ldy + i] = tile::<1>(w, [xp(t)], cols)[0],
+                        _ => y[t * ldy + i] = tile::<WIDE, 1>(w, [xp(t)], cols)[0],
                     }
                 }
             }

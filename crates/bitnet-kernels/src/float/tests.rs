@@ -187,6 +187,28 @@ proptest! {
         }
     }
 
+    /// The AVX-512 Q8_0 kernel gives the AVX2 one's results bit for bit (one token and tiles of
+    /// several), so the levels differ in speed only.
+    #[test]
+    fn q8_0_avx512_equals_avx2(blocks in 1usize..90, rows in 1usize..5, n_tok in 1usize..7, seed in 1u64..u64::MAX) {
+        let levels = supported_simd_levels();
+        if levels.contains(&SimdLevel::Avx2) && levels.contains(&SimdLevel::Avx512) {
+            let cols = blocks * 32;
+            let mut rng = Rng(seed);
+            let m = FloatMatrix::new(FloatFormat::Q8_0, rows, cols, Bytes::from_vec(random_matrix(FloatFormat::Q8_0, rows, cols, &mut rng))).unwrap();
+            let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 100.0).collect();
+            let run = |level| {
+                let mut y = vec![f32::NAN; n_tok * rows];
+                m.gemm_with(level, &x, n_tok, 0, rows, &mut y, rows);
+                let mut one = vec![f32::NAN; rows];
+                m.gemv_with(level, &x[..cols], 0, &mut one);
+                (y.iter().chain(&one).map(|v| v.to_bits()).collect::<Vec<_>>(), y)
+            };
+            let (a, b) = (run(SimdLevel::Avx2), run(SimdLevel::Avx512));
+            prop_assert_eq!(a.0, b.0, "{:?} vs {:?}", a.1, b.1);
+        }
+    }
+
     /// Odd lengths for the plain float formats (tails of every SIMD loop).
     #[test]
     fn dense_odd_lengths(cols in 1usize..200, rows in 1usize..5, seed in 1u64..u64::MAX, f in 0usize..3) {
