@@ -294,3 +294,47 @@ fn synth_writes_a_model_that_loads() {
     assert!(text.starts_with("abc"));
     let _ = std::fs::remove_file(out);
 }
+
+#[test]
+fn bench_reports_every_test_in_json_and_markdown() {
+    let args = [
+        "bench",
+        "-m",
+        "synth:tiny",
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "-d",
+        "16",
+        "-b",
+        "2",
+        "-t",
+        "1",
+    ];
+    let (out, _) = ok(&[&args[..], &["-o", "json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(&out).expect("bench -o json prints JSON");
+    let tests = v["tests"].as_array().expect("tests");
+    let names: Vec<&str> = tests.iter().filter_map(|t| t["test"].as_str()).collect();
+    assert_eq!(names, ["pp8", "tg4", "tg4 @ d16", "tg4 x b2"], "{out}");
+    for t in tests {
+        assert_eq!(t["samples_ts"].as_array().map(Vec::len), Some(2), "{t}");
+        assert!(t["avg_ts"].as_f64().is_some_and(|x| x > 0.0), "{t}");
+    }
+    // The long-context figure is also given as a ratio of paired repetitions.
+    let ratio = v["depth_ratio"]["mean"].as_f64().expect("depth_ratio");
+    assert!(ratio > 0.0 && ratio.is_finite(), "{out}");
+    let (md, _) = ok(&args);
+    assert!(
+        md.contains("| model | size | params | backend | threads | test | t/s |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("tg4 @ d16 / tg4:") && md.contains("(paired repetitions)"),
+        "{md}"
+    );
+    let bad = bitnet(&["bench", "-m", "synth:tiny", "-r", "0"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("repetitions"));
+}

@@ -199,35 +199,55 @@ pub fn run(a: Args) -> Result<()> {
         });
     }
 
+    // Decode after a short prefix, and after `depth` tokens: the two alternate repetition by
+    // repetition, so that the machine's drift (often 20-30% within minutes on shared hosts) touches
+    // both alike, and their ratio is reported per pair.
+    let mut depth_ratio = None;
     if a.n_gen > 0 {
-        let mut decode = |prefix: usize, name: String| -> Result<TestResult> {
-            let pre = rng.ids(prefix, vocab);
-            let steps = rng.ids(a.n_gen, vocab);
-            let mut samples = Vec::new();
-            for rep in 0..=a.reps {
-                st.reset();
-                m.forward(&pre, &mut st, LogitsWanted::None)?;
-                let dt = time(|| {
-                    for &t in &steps {
-                        m.forward(&[t], &mut st, LogitsWanted::Last)?;
-                    }
-                    Ok(())
-                })?;
-                if rep > 0 {
-                    samples.push(a.n_gen as f64 / dt);
+        let mut decode_once = |pre: &[u32], steps: &[u32]| -> Result<f64> {
+            st.reset();
+            m.forward(pre, &mut st, LogitsWanted::None)?;
+            let dt = time(|| {
+                for &t in steps {
+                    m.forward(&[t], &mut st, LogitsWanted::Last)?;
+                }
+                Ok(())
+            })?;
+            Ok(steps.len() as f64 / dt)
+        };
+        let (pre, steps) = (rng.ids(PREFIX, vocab), rng.ids(a.n_gen, vocab));
+        let deep = (depth > 0).then(|| (rng.ids(depth, vocab), rng.ids(a.n_gen, vocab)));
+        let (mut short, mut long, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..=a.reps {
+            let s = decode_once(&pre, &steps)?;
+            let l = match &deep {
+                Some((p, t)) => Some(decode_once(p, t)?),
+                None => None,
+            };
+            if rep > 0 {
+                short.push(s);
+                if let Some(l) = l {
+                    long.push(l);
+                    ratios.push(l / s);
                 }
             }
-            eprintln!("{name} done");
-            Ok(TestResult {
-                name,
-                samples,
+        }
+        let tg = format!("tg{}", a.n_gen);
+        eprintln!("{tg} done");
+        results.push(TestResult {
+            name: tg.clone(),
+            samples: short,
+            bytes_per_step: Some(bytes_tok),
+            tokens_per_step: 1,
+        });
+        if depth > 0 {
+            results.push(TestResult {
+                name: format!("{tg} @ d{depth}"),
+                samples: long,
                 bytes_per_step: Some(bytes_tok),
                 tokens_per_step: 1,
-            })
-        };
-        results.push(decode(PREFIX, format!("tg{}", a.n_gen))?);
-        if depth > 0 {
-            results.push(decode(depth, format!("tg{} @ d{depth}", a.n_gen))?);
+            });
+            depth_ratio = Some((format!("{tg} @ d{depth} / {tg}"), mean_std(&ratios)));
         }
         if let Some(b) = a.batch.filter(|&b| b > 0) {
             let mut states: Vec<InferenceState> = (0..b)
@@ -312,6 +332,7 @@ pub fn run(a: Args) -> Result<()> {
             "repetitions": a.reps,
             "read_bandwidth_gbs": membw,
             "tests": tests,
+            "depth_ratio": depth_ratio.as_ref().map(|(_, (mean, std))| json!({"mean": mean, "stddev": std})),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -340,6 +361,9 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
         println!("{line}");
+    }
+    if let Some((name, (mean, std))) = &depth_ratio {
+        println!("\n{name}: {mean:.3} ± {std:.3} (paired repetitions)");
     }
     if let Some(bw) = membw {
         println!(
