@@ -337,4 +337,18 @@ fn bench_reports_every_test_in_json_and_markdown() {
     );
     let bad = bitnet(&["bench", "-m", "synth:tiny", "-r", "0"]);
     assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("repetitions"));
+    let huge = bitnet(&[
+        "bench",
+        "-m",
+        "synth:tiny",
+        "-p",
+        "0",
+        "-n",
+        "4",
+        "-d",
+        &usize::MAX.to_string(),
+        "-r",
+        "1",
+    ]);
+    assert!(!huge.status.success() && String::from_utf8_lossy(&huge.stderr).contains("too large"));
 }

@@ -173,11 +173,16 @@ pub fn run(a: Args) -> Result<()> {
     let bytes_tok = weight_bytes_per_token(&m);
     let mut results: Vec<TestResult> = Vec::new();
     let depth = a.ctx_depth.unwrap_or(0);
-    let ctx = [a.n_prompt, PREFIX + a.n_gen, depth + a.n_gen]
-        .into_iter()
-        .max()
-        .unwrap_or(1)
-        + 1;
+    // Saturating: absurd -n/-d values become a context too large to allocate (a clear error), not an overflow.
+    let ctx = [
+        a.n_prompt,
+        PREFIX.saturating_add(a.n_gen),
+        depth.saturating_add(a.n_gen),
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(1)
+    .saturating_add(1);
     let mut st = InferenceState::try_new(&m, ctx)?;
 
     if a.n_prompt > 0 {
@@ -251,7 +256,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         if let Some(b) = a.batch.filter(|&b| b > 0) {
             let mut states: Vec<InferenceState> = (0..b)
-                .map(|_| InferenceState::try_new(&m, PREFIX + a.n_gen + 1))
+                .map(|_| InferenceState::try_new(&m, PREFIX.saturating_add(a.n_gen).saturating_add(1)))
                 .collect::<Result<_>>()?;
             let mut ws = Workspace::new();
             let steps: Vec<Vec<u32>> = (0..a.n_gen).map(|_| rng.ids(b, vocab)).collect();
