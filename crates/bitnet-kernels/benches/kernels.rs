@@ -5,7 +5,8 @@
 //! `cargo bench -p bitnet-kernels --bench kernels [-- FILTER]`
 
 use bitnet_kernels::{
-    i2s, quantize_row_i8_with, supported_simd_levels, tq2_0, Bytes, FloatFormat, FloatMatrix, SimdLevel, TernaryMatrix,
+    i2s, quantize_row_i8_with, supported_simd_levels, tq2_0, Bytes, FloatFormat, FloatMatrix, OutRows, QTokens,
+    SimdLevel, TernaryMatrix,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
@@ -68,7 +69,7 @@ fn ternary(c: &mut Criterion) {
     for (name, m) in [("i2s", &i2s_m), ("tq2_0", &tq2), ("triple5", &t5)] {
         for level in supported_simd_levels() {
             g.bench_function(BenchmarkId::new(name, format!("{level:?}")), |b| {
-                b.iter(|| m.gemm_with(level, black_box(&q), &s, 0, ROWS, &mut y, ROWS))
+                b.iter(|| m.gemm_with(level, QTokens::new(black_box(&q), &s), OutRows::all(&mut y, ROWS)))
             });
         }
     }
@@ -102,7 +103,7 @@ fn float_head(c: &mut Criterion) {
     g.throughput(Throughput::Elements((rows * COLS * 8) as u64));
     for level in supported_simd_levels() {
         g.bench_function(BenchmarkId::new("f16", format!("{level:?}")), |b| {
-            b.iter(|| f16m.gemm_with(level, black_box(&x), 8, 0, rows, &mut y, rows))
+            b.iter(|| f16m.gemm_with(level, black_box(&x), 8, OutRows::all(&mut y, rows)))
         });
     }
     g.finish();

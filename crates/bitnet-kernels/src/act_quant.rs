@@ -28,12 +28,12 @@ pub fn quantize_row_i8_with(level: SimdLevel, x: &[f32], q: &mut [i8]) -> f32 {
     );
     match level.clamp_to_cpu() {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx512() => {
             // SAFETY: clamp_to_cpu only returns an AVX-512 level when the CPU has AVX-512 F/BW/VL.
             unsafe { crate::x86::act_quant::quantize_row_i8_avx512(x, q) }
         }
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => {
+        l if l.has_avx2() => {
             // SAFETY: clamp_to_cpu only returns Avx2 when the CPU has AVX2, FMA and F16C.
             unsafe { crate::x86::act_quant::quantize_row_i8_avx2(x, q) }
         }
@@ -46,7 +46,7 @@ pub fn quantize_row_i8_with(level: SimdLevel, x: &[f32], q: &mut [i8]) -> f32 {
 pub fn sum_i8_with(level: SimdLevel, q: &[i8]) -> i32 {
     match level.clamp_to_cpu() {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 | SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx2() => {
             // SAFETY: these levels imply AVX2, which clamp_to_cpu checked.
             unsafe { crate::x86::act_quant::sum_i8_avx2(q) }
         }

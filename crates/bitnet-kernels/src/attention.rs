@@ -79,7 +79,7 @@ pub fn attn_scores_with<T: KvElem>(
     let n = out.len() / hg;
     check_rows("attn_scores: K", n, stride, offset, d, k.len());
     #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(16) && d <= 256 && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+    if d.is_multiple_of(16) && d <= 256 && level.clamp_to_cpu().has_avx512() {
         // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
         // (checked above), q holds hg heads of d values and out hg * n scores.
         unsafe { crate::x86::attention::scores_avx512(q, d, k, stride, offset, scale, out) };
@@ -153,7 +153,7 @@ pub fn attn_weighted_sum_with<T: KvElem>(
     check_rows("attn_weighted_sum: V", n, stride, offset, d, v.len());
     out.fill(0.0);
     #[cfg(target_arch = "x86_64")]
-    if d.is_multiple_of(16) && matches!(level.clamp_to_cpu(), SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+    if d.is_multiple_of(16) && level.clamp_to_cpu().has_avx512() {
         // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
         // (checked above), out holds hg heads of d values and p hg * n weights.
         unsafe { crate::x86::attention::weighted_sum_avx512(p, v, stride, offset, d, out) };
@@ -180,12 +180,12 @@ pub fn softmax(x: &mut [f32]) {
 pub fn softmax_with(level: SimdLevel, x: &mut [f32]) {
     match level.clamp_to_cpu() {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx512() => {
             // SAFETY: AVX-512 F is present (level clamped to the CPU).
             unsafe { crate::x86::attention::softmax_avx512(x) }
         }
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => {
+        l if l.has_avx2() => {
             // SAFETY: AVX2 + FMA are present (level clamped to the CPU).
             unsafe { softmax_fma(x) }
         }

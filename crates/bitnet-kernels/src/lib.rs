@@ -16,6 +16,8 @@ pub mod attention;
 mod bytes;
 mod error;
 mod float;
+mod operands;
+pub mod ops;
 pub mod pool;
 mod simd;
 mod ternary;
@@ -27,6 +29,7 @@ pub use act_quant::{quantize_row_i8, quantize_row_i8_with, sum_i8_with, ternariz
 pub use bytes::Bytes;
 pub use error::KernelError;
 pub use float::{dot_f32, FloatFormat, FloatMatrix};
+pub use operands::{OutRows, QTokens};
 pub use simd::{detected_simd_level, set_simd_level, simd_level, supported_simd_levels, SimdLevel};
 pub use ternary::{hf_packed, i2s, tq1_0, tq2_0, triple5, TernaryFormat, TernaryMatrix};
 pub use zeroed::{try_zeroed_f32, try_zeroed_u16};

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// Instruction-set levels with their own kernels. x86 levels are ordered
-/// `Scalar < Avx2 < Avx512 < Avx512Vnni`; `Neon` is the aarch64 level.
+/// `Scalar < Avx2 < Avx512 < Avx512Vnni < Avx512Vbmi` (each includes the ones before it); `Neon` is
+/// the aarch64 level. Kernels ask what a level includes ([`SimdLevel::has_avx2`] and its siblings)
+/// rather than matching variants, so a new level cannot silently fall back to scalar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SimdLevel {
     /// Portable Rust, the reference every other level must match.
@@ -15,8 +17,11 @@ pub enum SimdLevel {
     Avx2,
     /// AVX-512 F + BW + VL (Skylake-X and later, Zen 4).
     Avx512,
-    /// AVX-512 plus VNNI (`vpdpbusd`; Ice Lake, Zen 4 and later).
+    /// AVX-512 plus VNNI (`vpdpbusd`; Cascade Lake, Ice Lake, Zen 4 and later).
     Avx512Vnni,
+    /// AVX-512 VNNI plus VBMI (`vpermb`, `vpmultishiftqb`; Ice Lake, Zen 4 and later): what the
+    /// Triple5 layout's kernels need.
+    Avx512Vbmi,
     /// aarch64 Advanced SIMD (kernels fall back to scalar for now).
     Neon,
 }
@@ -29,20 +34,49 @@ impl SimdLevel {
             SimdLevel::Avx2 => "avx2",
             SimdLevel::Avx512 => "avx512",
             SimdLevel::Avx512Vnni => "avx512vnni",
+            SimdLevel::Avx512Vbmi => "avx512vbmi",
             SimdLevel::Neon => "neon",
         }
     }
 
+    /// Every level, lowest first within each architecture.
+    pub const ALL: [SimdLevel; 6] = [
+        SimdLevel::Scalar,
+        SimdLevel::Avx2,
+        SimdLevel::Avx512,
+        SimdLevel::Avx512Vnni,
+        SimdLevel::Avx512Vbmi,
+        SimdLevel::Neon,
+    ];
+
+    /// Whether this level includes `other`'s instructions (`other.min(self) == other`).
+    pub fn includes(self, other: SimdLevel) -> bool {
+        self.min(other) == other
+    }
+
+    /// AVX2 + FMA + F16C.
+    pub fn has_avx2(self) -> bool {
+        self.includes(SimdLevel::Avx2)
+    }
+
+    /// AVX-512 F/BW/VL (and everything [`has_avx2`](Self::has_avx2) implies).
+    pub fn has_avx512(self) -> bool {
+        self.includes(SimdLevel::Avx512)
+    }
+
+    /// AVX-512 VNNI on top of [`has_avx512`](Self::has_avx512).
+    pub fn has_avx512_vnni(self) -> bool {
+        self.includes(SimdLevel::Avx512Vnni)
+    }
+
+    /// AVX-512 VBMI on top of [`has_avx512_vnni`](Self::has_avx512_vnni).
+    pub fn has_avx512_vbmi(self) -> bool {
+        self.includes(SimdLevel::Avx512Vbmi)
+    }
+
     /// Parses a `BITNET_SIMD` value (case-insensitive).
     pub fn parse(s: &str) -> Option<SimdLevel> {
-        let all = [
-            SimdLevel::Scalar,
-            SimdLevel::Avx2,
-            SimdLevel::Avx512,
-            SimdLevel::Avx512Vnni,
-            SimdLevel::Neon,
-        ];
-        all.into_iter().find(|l| l.name().eq_ignore_ascii_case(s.trim()))
+        Self::ALL.into_iter().find(|l| l.name().eq_ignore_ascii_case(s.trim()))
     }
 
     fn x86_rank(self) -> Option<u8> {
@@ -51,6 +85,7 @@ impl SimdLevel {
             SimdLevel::Avx2 => Some(1),
             SimdLevel::Avx512 => Some(2),
             SimdLevel::Avx512Vnni => Some(3),
+            SimdLevel::Avx512Vbmi => Some(4),
             SimdLevel::Neon => None,
         }
     }
@@ -78,24 +113,24 @@ impl SimdLevel {
         self.min(detected_simd_level())
     }
 
-    fn to_u8(self) -> u8 {
+    /// Position in [`ALL`](Self::ALL): what kernel tables are indexed by.
+    pub fn index(self) -> usize {
         match self {
             SimdLevel::Scalar => 0,
             SimdLevel::Avx2 => 1,
             SimdLevel::Avx512 => 2,
             SimdLevel::Avx512Vnni => 3,
-            SimdLevel::Neon => 4,
+            SimdLevel::Avx512Vbmi => 4,
+            SimdLevel::Neon => 5,
         }
     }
 
+    fn to_u8(self) -> u8 {
+        self.index() as u8
+    }
+
     fn from_u8(v: u8) -> SimdLevel {
-        match v {
-            1 => SimdLevel::Avx2,
-            2 => SimdLevel::Avx512,
-            3 => SimdLevel::Avx512Vnni,
-            4 => SimdLevel::Neon,
-            _ => SimdLevel::Scalar,
-        }
+        Self::ALL.get(v as usize).copied().unwrap_or(SimdLevel::Scalar)
     }
 }
 
@@ -117,7 +152,10 @@ fn detect() -> SimdLevel {
     if !has!("avx512vnni") {
         return SimdLevel::Avx512;
     }
-    SimdLevel::Avx512Vnni
+    if !has!("avx512vbmi") {
+        return SimdLevel::Avx512Vnni;
+    }
+    SimdLevel::Avx512Vbmi
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -177,15 +215,9 @@ pub fn set_simd_level(level: SimdLevel) {
 
 /// Every level this CPU can run, lowest first (what tests iterate over).
 pub fn supported_simd_levels() -> Vec<SimdLevel> {
-    let all = [
-        SimdLevel::Scalar,
-        SimdLevel::Avx2,
-        SimdLevel::Avx512,
-        SimdLevel::Avx512Vnni,
-        SimdLevel::Neon,
-    ];
     let det = detected_simd_level();
-    all.into_iter()
+    SimdLevel::ALL
+        .into_iter()
         .filter(|&l| l == SimdLevel::Scalar || l.min(det) == l)
         .collect()
 }
@@ -216,6 +248,13 @@ mod tests {
         assert_eq!(SimdLevel::parse("AVX512vnni"), Some(SimdLevel::Avx512Vnni));
         assert_eq!(SimdLevel::parse(" scalar "), Some(SimdLevel::Scalar));
         assert_eq!(SimdLevel::parse("sse"), None);
+        assert!(SimdLevel::Avx512Vbmi.has_avx512_vnni() && SimdLevel::Avx512Vbmi.has_avx2());
+        assert!(!SimdLevel::Avx512Vnni.has_avx512_vbmi() && !SimdLevel::Neon.has_avx2());
+        for (i, l) in SimdLevel::ALL.into_iter().enumerate() {
+            assert_eq!(l.index(), i);
+            assert_eq!(SimdLevel::from_u8(l.to_u8()), l);
+            assert_eq!(SimdLevel::parse(l.name()), Some(l));
+        }
         let levels = supported_simd_levels();
         assert_eq!(levels[0], SimdLevel::Scalar);
         assert!(levels.contains(&detected_simd_level()));

@@ -2,7 +2,9 @@
 //! result is an integer times fixed scales; within f32 rounding for the block-scaled TQ formats),
 //! and the scalar kernels against a naive dot of the decoded weights.
 
-use bitnet_kernels::{i2s, supported_simd_levels, tq1_0, tq2_0, Bytes, SimdLevel, TernaryFormat, TernaryMatrix};
+use bitnet_kernels::{
+    i2s, supported_simd_levels, tq1_0, tq2_0, Bytes, OutRows, QTokens, SimdLevel, TernaryFormat, TernaryMatrix,
+};
 use proptest::prelude::*;
 
 /// Ternary values with runs of all-zero and all -1 rows mixed in.
@@ -72,7 +74,7 @@ fn run(w: &TernaryMatrix, level: SimdLevel, q: &[i8], xs: &[f32], row0: usize, m
     // gemm into a wider output (ldy > m) to check the stride; the padding must stay untouched.
     let ldy = m + 3;
     let mut gm = vec![f32::NAN; n * ldy];
-    w.gemm_with(level, q, xs, row0, m, &mut gm, ldy);
+    w.gemm_with(level, QTokens::new(q, xs), OutRows::new(&mut gm, ldy, row0, m));
     for t in 0..n {
         assert!(
             gm[t * ldy + m..(t + 1) * ldy].iter().all(|v| v.is_nan()),

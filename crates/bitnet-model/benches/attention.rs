@@ -5,8 +5,8 @@
 //!
 //! `cargo bench -p bitnet-model --bench attention [-- FILTER]`
 
+use bitnet_kernels::ops::attention::{attention_with, AttnScratch, AttnShape};
 use bitnet_model::kv_cache::{KvCache, KvType};
-use bitnet_model::ops::{attention_with, AttnShape};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const LAYERS: usize = 30;
@@ -41,14 +41,14 @@ fn decode_attention(c: &mut Criterion) {
             }
             let q = values(qd, 3);
             let mut out = vec![0f32; qd];
-            let mut scratch = Vec::new();
+            let mut scratch = AttnScratch::new(depth + 1);
             let bytes = 2 * LAYERS * depth * kv_dim * if ty == KvType::F32 { 4 } else { 2 };
             g.throughput(Throughput::Bytes(bytes as u64));
             g.bench_function(BenchmarkId::new(ty.name(), depth), |b| {
                 b.iter(|| {
                     for l in 0..LAYERS {
                         let kv = cache.layer(l, depth);
-                        attention_with(&q, kv, depth - 1, 1, SHAPE, &mut out, &mut scratch, depth + 1);
+                        attention_with(&q, kv, depth - 1, 1, SHAPE, &mut out, &mut scratch);
                     }
                 })
             });

@@ -10,8 +10,9 @@ use bitnet_kernels::{quantize_row_i8, FloatMatrix, TernaryMatrix};
 
 use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, KvType};
-use crate::matmul;
-use crate::ops::{self, AttnShape, Rope};
+use crate::ops::{self, Rope};
+use bitnet_kernels::ops::attention::{self, AttnScratch, AttnShape};
+use bitnet_kernels::ops::matmul;
 
 /// A ternary projection, optionally followed by a per-tensor output scale (llama.cpp's
 /// `blk.N.<proj>.scale` tensors of the `bitnet` architecture).
@@ -173,7 +174,7 @@ struct Buffers {
     cos: Vec<f32>,
     sin: Vec<f32>,
     /// Attention scores, one row of cache-capacity length per parallel task.
-    scores: Vec<f32>,
+    scores: AttnScratch,
     /// Sequence index (within the call) and position of each token.
     tok_seq: Vec<(usize, usize)>,
     quant: QuantScratch,
@@ -422,8 +423,8 @@ impl BitNetModel {
                 Seqs::One { cache, pos } => {
                     cache.store(li, *pos, &b.k[..n * kvd], &b.v[..n * kvd]);
                     let kv = cache.layer(li, *pos + n);
-                    let reserve = cache.capacity();
-                    ops::attention_with(&b.q[..n * qd], kv, *pos, n, shape, attn, &mut b.scores, reserve);
+                    b.scores.reserve(cache.capacity());
+                    attention::attention_with(&b.q[..n * qd], kv, *pos, n, shape, attn, &mut b.scores);
                 }
                 Seqs::Spans { states, lens } => {
                     let mut t0 = 0;
@@ -443,7 +444,8 @@ impl BitNetModel {
                         let (i, p) = tok_seq[t];
                         (states[i].cache.layer(li, p + 1), p + 1)
                     };
-                    ops::attention_batch(&b.q[..n * qd], n, kv, max_n, shape, attn, &mut b.scores, reserve);
+                    b.scores.reserve(reserve);
+                    attention::attention_batch(&b.q[..n * qd], n, kv, max_n, shape, attn, &mut b.scores);
                 }
             }
             ops::rmsnorm_rows(&b.attn[..n * qd], &l.attn_sub_norm, c.rms_eps, &mut b.xn[..n * qd]);

@@ -1,5 +1,6 @@
 //! The key/value cache that makes generation incremental.
 
+pub use bitnet_kernels::ops::attention::{KvData, KvLayer};
 use half::f16;
 
 /// Element type of the KV cache (`--cache-type`).
@@ -48,41 +49,6 @@ enum Store {
         k: Vec<Vec<u16>>,
         v: Vec<Vec<u16>>,
     },
-}
-
-/// K and V of one layer: the row of position `j` of KV head `h` starts at
-/// `j * row_stride + h * head_stride` in `k` and in `v`, and holds `head_dim` values.
-#[derive(Clone, Copy, Debug)]
-pub struct KvLayer<'a> {
-    pub data: KvData<'a>,
-    pub row_stride: usize,
-    pub head_stride: usize,
-}
-
-/// The values of a [`KvLayer`].
-#[derive(Clone, Copy, Debug)]
-pub enum KvData<'a> {
-    F32 {
-        k: &'a [f32],
-        v: &'a [f32],
-    },
-    /// f16 bit patterns.
-    F16 {
-        k: &'a [u16],
-        v: &'a [u16],
-    },
-}
-
-impl<'a> KvLayer<'a> {
-    /// Rows of all heads side by side (`[position, n_kv_heads * head_dim]`, as the projections
-    /// produce them).
-    pub fn token_major(k: &'a [f32], v: &'a [f32], kv_dim: usize, head_dim: usize) -> Self {
-        KvLayer {
-            data: KvData::F32 { k, v },
-            row_stride: kv_dim,
-            head_stride: head_dim,
-        }
-    }
 }
 
 /// K and V of every layer for positions `0..capacity`, in f32 or f16 ([`KvType`]), head-major:

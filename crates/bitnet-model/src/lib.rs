@@ -16,7 +16,6 @@ pub mod inspect;
 pub mod kv_cache;
 pub mod load_gguf;
 pub mod load_hf;
-mod matmul;
 pub mod npy;
 pub mod ops;
 pub mod synth;

@@ -84,5 +84,5 @@ fn every_dispatch_level_gives_the_same_outputs() {
             }
         }
     }
-    set_simd_level(SimdLevel::Avx512Vnni);
+    set_simd_level(SimdLevel::Avx512Vbmi);
 }

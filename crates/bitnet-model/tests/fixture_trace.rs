@@ -5,7 +5,8 @@
 mod common;
 use common::*;
 
-use bitnet_model::ops::{self, AttnShape};
+use bitnet_kernels::ops::attention::{attention, AttnShape};
+use bitnet_model::ops;
 use bitnet_model::{npy, QuantScratch};
 
 const TOL: f32 = 1e-5;
@@ -76,7 +77,7 @@ fn every_module_matches_the_transformers_trace() {
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
         };
-        ops::attention(&q, &k, &v, 0, n, shape, &mut a);
+        attention(&q, &k, &v, 0, n, shape, &mut a);
         check(&format!("{p}.attention"), &a, &t("self_attn.attn_sub_norm.in"));
         let mut an = vec![0.0f32; n * qd];
         ops::rmsnorm_rows(&t("self_attn.attn_sub_norm.in"), &l.attn_sub_norm, c.rms_eps, &mut an);

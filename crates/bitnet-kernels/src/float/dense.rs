@@ -40,12 +40,12 @@ pub(crate) fn dot_f32(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
     assert!(row.len() >= 4 * x.len());
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx512() => {
             // SAFETY: level is clamped to the CPU (AVX-512 F present); row holds 4 * x.len() bytes.
             unsafe { crate::x86::float_dot::dot_f32_avx512(row.as_ptr(), x) }
         }
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => {
+        l if l.has_avx2() => {
             // SAFETY: level is clamped to the CPU (AVX2 + FMA present); row holds 4 * x.len() bytes.
             unsafe { crate::x86::float_dot::dot_f32_avx2(row.as_ptr(), x, x.len()) }
         }
@@ -57,12 +57,12 @@ pub(crate) fn dot_f16(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
     assert!(row.len() >= 2 * x.len());
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx512() => {
             // SAFETY: level is clamped to the CPU (AVX-512 F + F16C present); row holds 2 * x.len() bytes.
             unsafe { crate::x86::float_dot::dot_f16_avx512(row.as_ptr(), x) }
         }
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => {
+        l if l.has_avx2() => {
             // SAFETY: level is clamped to the CPU (AVX2 + FMA + F16C present); row holds 2 * x.len() bytes.
             unsafe { crate::x86::float_dot::dot_f16_avx2(row.as_ptr(), x) }
         }
@@ -74,7 +74,7 @@ pub(crate) fn dot_bf16(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
     assert!(row.len() >= 2 * x.len());
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 | SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx2() => {
             // SAFETY: level is clamped to the CPU (AVX2 + FMA present); row holds 2 * x.len() bytes.
             unsafe { crate::x86::float_dot::dot_bf16_avx2(row.as_ptr(), x) }
         }

@@ -8,6 +8,7 @@ pub(crate) mod q8_0;
 
 use crate::bytes::Bytes;
 use crate::error::KernelError;
+use crate::operands::OutRows;
 use crate::simd::{simd_level, SimdLevel};
 use std::fmt;
 
@@ -200,28 +201,19 @@ impl FloatMatrix {
         self.gemv_with(simd_level(), x, row0, y)
     }
 
-    /// `y[t * ldy + i] = dot(row(row0 + i), x[t])` for `n_tok` tokens (`x` is `[n_tok, cols]`) and
-    /// `i < m`: the same values as [`gemv`](Self::gemv) per token, bit for bit, but F16 rows (the tied
-    /// output head) are converted once per pair of tokens.
+    /// `dot(row(r), x[t])` for `n_tok` tokens (`x` is `[n_tok, cols]`) and the rows of `out` (see
+    /// [`OutRows`]): the same values as [`gemv`](Self::gemv) per token, bit for bit, but F16 rows
+    /// (the tied output head) are converted once per pair of tokens.
     ///
     /// # Panics
-    /// If `x` has fewer than `n_tok * cols` values, rows are out of range, or `y` is too short.
-    pub fn gemm(&self, x: &[f32], n_tok: usize, row0: usize, m: usize, y: &mut [f32], ldy: usize) {
-        self.gemm_with(simd_level(), x, n_tok, row0, m, y, ldy)
+    /// If `x` has fewer than `n_tok * cols` values or `out` does not fit `n_tok` tokens of this
+    /// matrix's rows.
+    pub fn gemm(&self, x: &[f32], n_tok: usize, out: OutRows<'_>) {
+        self.gemm_with(simd_level(), x, n_tok, out)
     }
 
     /// [`gemm`](Self::gemm) at an explicit SIMD level.
-    #[allow(clippy::too_many_arguments)] // gemv's arguments plus the token count and output stride
-    pub fn gemm_with(
-        &self,
-        level: SimdLevel,
-        x: &[f32],
-        n_tok: usize,
-        row0: usize,
-        m: usize,
-        y: &mut [f32],
-        ldy: usize,
-    ) {
+    pub fn gemm_with(&self, level: SimdLevel, x: &[f32], n_tok: usize, mut out: OutRows<'_>) {
         let cols = self.cols;
         assert!(
             x.len() >= n_tok * cols,
@@ -229,24 +221,18 @@ impl FloatMatrix {
             x.len(),
             n_tok * cols
         );
-        assert!(
-            row0 + m <= self.rows,
-            "gemm: rows {row0}..{} out of {}",
-            row0 + m,
-            self.rows
-        );
-        if n_tok > 0 {
-            assert!(m <= ldy && y.len() >= (n_tok - 1) * ldy + m, "gemm: y too short");
-        }
+        out.check(n_tok, self.rows, "gemm");
+        let (row0, m, ldy) = (out.row0(), out.m(), out.ldy());
+        let y = out.y_mut();
         let level = level.clamp_to_cpu();
         #[cfg(target_arch = "x86_64")]
-        if self.format == FloatFormat::F16 && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+        if self.format == FloatFormat::F16 && level.has_avx512() {
             self.f16_tiles_avx512(x, n_tok, row0, m, y, ldy);
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        if self.format == FloatFormat::Q8_0 && level != SimdLevel::Scalar && level != SimdLevel::Neon {
-            let wide = matches!(level, SimdLevel::Avx512 | SimdLevel::Avx512Vnni);
+        if self.format == FloatFormat::Q8_0 && level.has_avx2() {
+            let wide = level.has_avx512();
             for i0 in (0..m).step_by(ROW_TILE) {
                 if wide {
                     self.q8_0_block::<true>(x, n_tok, row0, i0, m.min(i0 + ROW_TILE), y, ldy);
@@ -446,7 +432,7 @@ impl FloatMatrix {
         let x = &x[..self.cols];
         let level = level.clamp_to_cpu();
         #[cfg(target_arch = "x86_64")]
-        if self.format == FloatFormat::F16 && matches!(level, SimdLevel::Avx512 | SimdLevel::Avx512Vnni) {
+        if self.format == FloatFormat::F16 && level.has_avx512() {
             let m = y.len();
             self.f16_tiles_avx512(x, 1, row0, m, y, m);
             return;
@@ -506,7 +492,7 @@ pub(crate) fn dot_f32_slices(level: SimdLevel, a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 | SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx2() => {
             // SAFETY: callers pass a level already clamped to the CPU; these levels imply AVX2 + FMA.
             // The kernel reads a.len() values from both slices, which have equal lengths.
             unsafe { crate::x86::float_dot::dot_f32_avx2(a.as_ptr().cast(), b, a.len().min(b.len())) }

@@ -26,13 +26,13 @@ pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
     assert!(row.len() >= x.len() / BLOCK * BLOCK_BYTES && x.len().is_multiple_of(BLOCK));
     match level {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx512 | SimdLevel::Avx512Vnni => {
+        l if l.has_avx512() => {
             // SAFETY: level is clamped to the CPU (AVX-512 F + F16C present); row holds x.len() / 32
             // blocks of 34 bytes (asserted above).
             unsafe { crate::x86::float_dot::dot_tile_q8_0_avx512::<1>(row.as_ptr(), [x.as_ptr()], x.len())[0] }
         }
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => {
+        l if l.has_avx2() => {
             // SAFETY: level is clamped to the CPU (AVX2 + FMA + F16C present); row holds
             // x.len() / 32 blocks of 34 bytes (asserted above).
             unsafe { crate::x86::float_dot::dot_q8_0_avx2(row.as_ptr(), x) }

@@ -155,7 +155,7 @@ proptest! {
         for level in supported_simd_levels() {
             let ldy = rows + 2;
             let mut y = vec![f32::NAN; n_tok * ldy];
-            m.gemm_with(level, &x, n_tok, 0, rows, &mut y, ldy);
+            m.gemm_with(level, &x, n_tok, OutRows::new(&mut y, ldy, 0, rows));
             for t in 0..n_tok {
                 let mut want = vec![0f32; rows];
                 m.gemv_with(level, &x[t * cols..(t + 1) * cols], 0, &mut want);
@@ -178,7 +178,7 @@ proptest! {
         for level in supported_simd_levels() {
             let ldy = n + 1;
             let mut y = vec![f32::NAN; n_tok * ldy];
-            m.gemm_with(level, &x, n_tok, row0, n, &mut y, ldy);
+            m.gemm_with(level, &x, n_tok, OutRows::new(&mut y, ldy, row0, n));
             for t in 0..n_tok {
                 let mut want = vec![0f32; n];
                 m.gemv_with(level, &x[t * cols..(t + 1) * cols], row0, &mut want);
@@ -199,7 +199,7 @@ proptest! {
             let x: Vec<f32> = (0..n_tok * cols).map(|_| rng.f() * 100.0).collect();
             let run = |level| {
                 let mut y = vec![f32::NAN; n_tok * rows];
-                m.gemm_with(level, &x, n_tok, 0, rows, &mut y, rows);
+                m.gemm_with(level, &x, n_tok, OutRows::all(&mut y, rows));
                 let mut one = vec![f32::NAN; rows];
                 m.gemv_with(level, &x[..cols], 0, &mut one);
                 (y.iter().chain(&one).map(|v| v.to_bits()).collect::<Vec<_>>(), y)

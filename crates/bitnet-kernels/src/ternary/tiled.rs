@@ -5,6 +5,8 @@
 // The tiled driver serves the x86 SIMD kernels; other targets only run the scalar paths.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
+use crate::operands::{OutRows, QTokens};
+
 /// What the driver needs to know about a row-major ternary layout.
 pub(crate) trait RowView: Copy {
     /// All the rows' bytes, row `r` at `r * stride()`.
@@ -40,24 +42,14 @@ macro_rules! dispatch_tile {
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_imports))]
 pub(crate) use dispatch_tile;
 
-/// Scalar gemm of every per-tensor-scaled layout: each token through the scalar row dot. Output
-/// layout as in [`crate::TernaryMatrix::gemm`] (one token with `ldy = m` is a gemv).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_scalar<V: RowView>(
-    v: V,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
+/// Scalar gemm of every per-tensor-scaled layout: each token through the scalar row dot.
+pub(crate) fn gemm_scalar<V: RowView>(v: V, w_scale: f32, x: QTokens<'_>, mut out: OutRows<'_>) {
     let cols = v.cols();
-    for (t, &xs) in x_scales.iter().enumerate() {
-        let qt = &q[t * cols..(t + 1) * cols];
-        for i in 0..m {
-            y[t * ldy + i] = finish(v.row_dot(row0 + i, qt), xs, w_scale);
+    let row0 = out.row0();
+    for (t, &xs) in x.scales.iter().enumerate() {
+        let qt = x.token(t, cols);
+        for i in 0..out.m() {
+            out.set(t, i, finish(v.row_dot(row0 + i, qt), xs, w_scale));
         }
     }
 }
@@ -75,8 +67,9 @@ pub(crate) const TILE_TOKENS: usize = 4;
 /// Results of one tile: `[row][token]` raw dots over the full blocks with codes 0..=2.
 pub(crate) type Tile = [[i32; TILE_TOKENS]; TILE_ROWS];
 
-/// Bytes of weights one pass over the token tiles keeps hot (fits L2 on current x86 cores).
-const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes of weights one pass over the token tiles keeps hot (fits L2 on current x86 cores); shared
+/// by both tile drivers (this one and the block-scaled [`crate::tq2_0`] one).
+pub(crate) const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Shared loop nest of the SIMD levels of the per-tensor-scaled formats. `dots(r, nr, toks, out,
 /// stream)` must write `out[k][t] = sum_j toks[t][j] * u(r + k, j)` over the first
@@ -87,21 +80,18 @@ const CHUNK_BYTES: usize = 256 * 1024;
 ///
 /// Rows are processed in chunks of about `CHUNK_BYTES` so a chunk stays in cache while every
 /// token tile passes over it; each weight byte is thus read from memory once per call.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_tiled<V: RowView>(
     v: V,
     w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
+    x: QTokens<'_>,
+    mut out: OutRows<'_>,
     rmax: usize,
     tmax: usize,
     mut dots: impl FnMut(usize, usize, &[&[i8]], &mut Tile, bool),
 ) {
     debug_assert!((1..=TILE_ROWS).contains(&rmax) && (1..=TILE_TOKENS).contains(&tmax));
+    let (q, x_scales) = (x.q, x.scales);
+    let (row0, m) = (out.row0(), out.m());
     let cols = v.cols();
     let full = v.tiled_cols();
     let n = x_scales.len();
@@ -165,9 +155,9 @@ pub(crate) fn gemm_tiled<V: RowView>(
                             acc[k] += v.tail_dot(row0 + i + rr, toks[k]);
                         }
                     }
-                    let out = finish_tile(acc, xs_tile, w_scale);
-                    for (k, &o) in out.iter().enumerate().take(nt) {
-                        y[(t0 + k) * ldy + i + rr] = o;
+                    let res = finish_tile(acc, xs_tile, w_scale);
+                    for (k, &o) in res.iter().enumerate().take(nt) {
+                        out.set(t0 + k, i + rr, o);
                     }
                 }
                 i += nr;

@@ -11,6 +11,9 @@
 //! `240 + 4i + j` (i < 4).
 
 use crate::error::KernelError;
+use crate::operands::{OutRows, QTokens};
+use crate::ternary::layout::{BlockLayout, Layout};
+use crate::ternary::{TernaryFormat, TernaryMatrix};
 use half::f16;
 
 /// Values per block.
@@ -174,6 +177,64 @@ pub(crate) fn row_dots(row: &[u8], toks: &[&[i8]], out: &mut [f32]) {
             let s: i32 = qb.iter().zip(&vals).map(|(&x, &t)| i32::from(x) * i32::from(t)).sum();
             *o += d * s as f32;
         }
+    }
+}
+
+/// The TQ1_0 layout. Its only kernel is the scalar one: loaders on SIMD CPUs repack it
+/// (`repack.rs`), since decoding base-3 bytes costs more than the dot.
+pub(crate) struct Tq1;
+
+impl Layout for Tq1 {
+    const FORMAT: TernaryFormat = TernaryFormat::TQ1_0;
+    const BLOCK: usize = BLOCK;
+
+    fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
+        for (blk, vals) in m
+            .row_bytes(r)
+            .chunks_exact(BLOCK_BYTES)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            decode_block(blk, vals);
+        }
+    }
+
+    fn row_scales(m: &TernaryMatrix, r: usize, out: &mut [f32]) {
+        for (o, blk) in out.iter_mut().zip(m.row_bytes(r).chunks_exact(BLOCK_BYTES)) {
+            *o = block_scale(blk);
+        }
+    }
+
+    /// Each block is decoded once for a tile of up to four tokens.
+    fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, mut out: OutRows<'_>) {
+        const T: usize = 4;
+        let n = x.n();
+        let mut t0 = 0;
+        while t0 < n {
+            let nt = T.min(n - t0);
+            let mut toks: [&[i8]; T] = [&[]; T];
+            for (k, tk) in toks.iter_mut().enumerate().take(nt) {
+                *tk = x.token(t0 + k, m.cols);
+            }
+            for i in 0..out.m() {
+                let mut acc = [0.0f32; T];
+                row_dots(m.row_bytes(out.row0() + i), &toks[..nt], &mut acc[..nt]);
+                for (k, (&a, &xs)) in acc.iter().zip(&x.scales[t0..t0 + nt]).enumerate() {
+                    out.set(t0 + k, i, a / xs);
+                }
+            }
+            t0 += nt;
+        }
+    }
+}
+
+impl BlockLayout for Tq1 {
+    const NAME: &'static str = "TQ1_0";
+    const BLOCK_BYTES: usize = BLOCK_BYTES;
+    fn block_scale(blk: &[u8]) -> f32 {
+        block_scale(blk)
+    }
+    fn unsigned_block(blk: &[u8], u: &mut [u8]) {
+        unsigned_block(blk, u)
     }
 }
 

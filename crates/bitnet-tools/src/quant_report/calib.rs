@@ -11,8 +11,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use bitnet_kernels::ops::attention::{attention, AttnShape};
 use bitnet_model::load_hf::{self, Checkpoint};
-use bitnet_model::ops::{self, AttnShape};
+use bitnet_model::ops;
 use bitnet_model::{BitNetModel, Layer, Linear, QuantScratch};
 use rayon::prelude::*;
 
@@ -120,7 +121,7 @@ fn layer_branch(model: &BitNetModel, l: &Layer, x: &[f32], n: usize, mode: &Mode
         head_dim: c.head_dim,
     };
     let mut attn = vec![0f32; n * qd];
-    ops::attention(&q, &k, &v, 0, n, shape, &mut attn);
+    attention(&q, &k, &v, 0, n, shape, &mut attn);
     let mut an = vec![0f32; n * qd];
     ops::rmsnorm_rows(&attn, &l.attn_sub_norm, c.rms_eps, &mut an);
     let mut o = vec![0f32; n * h];

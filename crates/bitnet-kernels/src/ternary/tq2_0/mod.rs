@@ -6,8 +6,18 @@
 // kernels yet) only run the scalar paths.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
 use crate::error::KernelError;
+use crate::operands::{OutRows, QTokens};
+use crate::simd::SimdLevel;
 use crate::ternary::i2s::{code_of, CODE_VALUE};
+use crate::ternary::layout::{BlockLayout, GemmFn, Layout};
+use crate::ternary::tiled::CHUNK_BYTES;
+use crate::ternary::{TernaryFormat, TernaryMatrix};
 use half::f16;
 
 /// Values per block.
@@ -169,32 +179,28 @@ pub(crate) struct TqRows<'a> {
 /// Most blocks per row the SIMD kernels handle (their per-block activation sums live on the
 /// stack: 8 KiB); longer rows use the scalar kernel.
 pub(crate) const MAX_BLOCKS: usize = 512;
-/// Tokens per SIMD tile.
-pub(crate) const TILE_TOKENS: usize = 4;
+/// Tokens per SIMD tile (the per-tensor-scaled driver's tile width).
+pub(crate) const TILE_TOKENS: usize = crate::ternary::tiled::TILE_TOKENS;
 /// `sums[k][b]`: sum of token `k`'s activations in block `b`.
 pub(crate) type BlockSums = [[i32; MAX_BLOCKS]; TILE_TOKENS];
-/// Bytes of weights kept hot while every token tile passes over them.
-const CHUNK_BYTES: usize = 256 * 1024;
 
-/// Shared loop nest of the SIMD levels. `dots(row, toks, sums, out)` must set
-/// `out[k] = sum_b d_b * (sum_j toks[k][j] * t[j] over block b)` for one row (`t = code - 1`,
-/// using `sums` for the `-1`). Writes `y[t * ldy + i] = out / x_scale` for rows `row0 + i`.
-#[allow(clippy::too_many_arguments)]
+/// Shared loop nest of the SIMD levels. `dots(row, toks, sums, res)` must set
+/// `res[k] = sum_b d_b * (sum_j toks[k][j] * t[j] over block b)` for one row (`t = code - 1`,
+/// using `sums` for the `-1`). Writes `res / x_scale` for each row of `out`. Chunks of rows stay
+/// in cache (the same [`CHUNK_BYTES`] as the per-tensor-scaled driver) while the token tiles pass.
 pub(crate) fn gemm_tiled(
     v: TqRows<'_>,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
+    x: QTokens<'_>,
+    mut out: OutRows<'_>,
     mut dots: impl FnMut(&[u8], &[&[i8]], &BlockSums, &mut [f32; TILE_TOKENS]),
 ) {
+    let (q, x_scales) = (x.q, x.scales);
+    let (row0, m) = (out.row0(), out.m());
     let cols = v.cols;
     assert!(cols / BLOCK <= MAX_BLOCKS);
     let n = x_scales.len();
     let mut sums: BlockSums = [[0; MAX_BLOCKS]; TILE_TOKENS];
-    let mut out = [0f32; TILE_TOKENS];
+    let mut res = [0f32; TILE_TOKENS];
     let chunk_rows = (CHUNK_BYTES / v.stride.max(1)).max(1);
     let mut c0 = 0;
     while c0 < m {
@@ -211,15 +217,103 @@ pub(crate) fn gemm_tiled(
             }
             for i in c0..c1 {
                 let r = row0 + i;
-                dots(&v.data[r * v.stride..(r + 1) * v.stride], &toks[..nt], &sums, &mut out);
+                dots(&v.data[r * v.stride..(r + 1) * v.stride], &toks[..nt], &sums, &mut res);
                 for k in 0..nt {
-                    y[(t0 + k) * ldy + i] = out[k] / x_scales[t0 + k];
+                    out.set(t0 + k, i, res[k] / x_scales[t0 + k]);
                 }
             }
             t0 += nt;
         }
         c0 = c1;
     }
+}
+
+/// The TQ2_0 layout.
+pub(crate) struct Tq2;
+
+impl Layout for Tq2 {
+    const FORMAT: TernaryFormat = TernaryFormat::TQ2_0;
+    const BLOCK: usize = BLOCK;
+
+    fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
+        for (blk, vals) in m
+            .row_bytes(r)
+            .chunks_exact(BLOCK_BYTES)
+            .zip(out.chunks_exact_mut(BLOCK))
+        {
+            decode_block(blk, vals);
+        }
+    }
+
+    fn row_scales(m: &TernaryMatrix, r: usize, out: &mut [f32]) {
+        for (o, blk) in out.iter_mut().zip(m.row_bytes(r).chunks_exact(BLOCK_BYTES)) {
+            *o = block_scale(blk);
+        }
+    }
+
+    fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, mut out: OutRows<'_>) {
+        for (t, &xs) in x.scales.iter().enumerate() {
+            let qt = x.token(t, m.cols);
+            for i in 0..out.m() {
+                out.set(t, i, row_dot_scalar(m.row_bytes(out.row0() + i), qt) / xs);
+            }
+        }
+    }
+
+    fn kernel(level: SimdLevel) -> GemmFn {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if level.has_avx512_vnni() {
+                return gemm_avx512vnni;
+            }
+            if level.has_avx2() {
+                return gemm_avx2;
+            }
+        }
+        let _ = level;
+        Self::gemm_scalar
+    }
+}
+
+impl BlockLayout for Tq2 {
+    const NAME: &'static str = "TQ2_0";
+    const BLOCK_BYTES: usize = BLOCK_BYTES;
+    fn block_scale(blk: &[u8]) -> f32 {
+        block_scale(blk)
+    }
+    fn unsigned_block(blk: &[u8], u: &mut [u8]) {
+        unsigned_block(blk, u)
+    }
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn rows_of(m: &TernaryMatrix) -> TqRows<'_> {
+    TqRows {
+        clean: m.clean,
+        data: &m.data[..m.rows * m.stride],
+        cols: m.cols,
+        stride: m.stride,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_avx512vnni(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+    if m.cols / BLOCK > MAX_BLOCKS {
+        return Tq2::gemm_scalar(m, x, out);
+    }
+    // SAFETY: only reachable through `Tq2::kernel` for a level clamped to the CPU that includes
+    // AVX-512 VNNI; `TernaryMatrix::gemm_with` checked the bounds; the row fits the block table.
+    unsafe { avx512::gemm(rows_of(m), x, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_avx2(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+    if m.cols / BLOCK > MAX_BLOCKS {
+        return Tq2::gemm_scalar(m, x, out);
+    }
+    // SAFETY: only reachable through `Tq2::kernel` for a level clamped to the CPU that includes
+    // AVX2 + FMA + F16C; `TernaryMatrix::gemm_with` checked the bounds; the row fits the table.
+    unsafe { avx2::gemm(rows_of(m), x, out) }
 }
 
 #[cfg(test)]

@@ -5,10 +5,11 @@
 //! contiguous activations for `vpdpbusd`. `t = u - 1` is restored by subtracting `sum(q)` once per
 //! token (done by [`gemm_tiled`]). A tile of 4 rows x 4 tokens keeps 16 accumulators in registers.
 
-use super::i2s_avx512::Planes;
-use super::prefetch_ahead;
+use crate::operands::{OutRows, QTokens};
+use crate::ternary::i2s::avx512::Planes;
 use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
 use crate::ternary::triple5::{Triple5Rows, BLOCK, BLOCK_BYTES, DIGITS, PAD, UNIT, UNIT_BYTES};
+use crate::x86::prefetch_ahead;
 use core::arch::x86_64::*;
 
 const R: usize = 4;
@@ -207,39 +208,17 @@ unsafe fn dots_with<const STREAM: bool>(v: Triple5Rows<'_>, r: usize, nr: usize,
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI + VBMI available; the bounds of `TernaryMatrix::gemm` hold.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
-    v: Triple5Rows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
-    if x_scales.len() >= DECODE_MIN_TOKENS {
+pub(crate) unsafe fn gemm(v: Triple5Rows<'_>, w_scale: f32, x: QTokens<'_>, out: OutRows<'_>) {
+    if x.n() >= DECODE_MIN_TOKENS {
         // SAFETY: forwarded from the caller.
-        unsafe { gemm_decoded(v, w_scale, q, x_scales, row0, m, y, ldy) };
+        unsafe { gemm_decoded(v, w_scale, x, out) };
         return;
     }
-    gemm_tiled(
-        v,
-        w_scale,
-        q,
-        x_scales,
-        row0,
-        m,
-        y,
-        ldy,
-        R,
-        T,
-        |r, nr, toks, out, stream| {
-            // SAFETY: the caller guarantees the CPU features; gemm_tiled passes rows inside
-            // row0..row0 + m, nr in {1, R} and 1..=T tokens of cols values.
-            unsafe { dots(v, r, nr, toks, out, stream) }
-        },
-    );
+    gemm_tiled(v, w_scale, x, out, R, T, |r, nr, toks, out, stream| {
+        // SAFETY: the caller guarantees the CPU features; gemm_tiled passes rows inside
+        // row0..row0 + m, nr in {1, R} and 1..=T tokens of cols values.
+        unsafe { dots(v, r, nr, toks, out, stream) }
+    });
 }
 
 /// Fewest tokens for which [`gemm_decoded`] pays off: converting costs about what 4 to 8 passes of
@@ -263,18 +242,9 @@ thread_local! {
 ///
 /// # Safety
 /// As [`gemm`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_decoded(
-    v: Triple5Rows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
+unsafe fn gemm_decoded(v: Triple5Rows<'_>, w_scale: f32, x: QTokens<'_>, mut out: OutRows<'_>) {
     use crate::ternary::i2s::{self, I2sRows};
+    let (row0, m, ldy) = (out.row0(), out.m(), out.ldy());
     let cols = v.cols;
     // Triple5 rows are whole 64-value units; I2_S rows here are whole 128-value blocks (what
     // `to_triple5` accepts).
@@ -292,12 +262,12 @@ unsafe fn gemm_decoded(
         while c0 < m {
             let c1 = m.min(c0 + chunk_rows);
             let data = &mut buf[..(c1 - c0) * stride];
-            for (r, out) in (row0 + c0..row0 + c1).zip(data.chunks_exact_mut(stride)) {
+            for (r, dst) in (row0 + c0..row0 + c1).zip(data.chunks_exact_mut(stride)) {
                 // SAFETY: the caller guarantees VBMI; row r exists; `row` holds cols bytes and
-                // `out` one I2_S row.
+                // `dst` one I2_S row.
                 unsafe {
                     unpack_row(v, r, row);
-                    pack_i2s_row(&row[..cols], out);
+                    pack_i2s_row(&row[..cols], dst);
                 }
             }
             let view = I2sRows {
@@ -306,9 +276,10 @@ unsafe fn gemm_decoded(
                 stride,
                 clean: true,
             };
+            let chunk_out = OutRows::new(&mut out.y_mut()[c0..], ldy, 0, c1 - c0);
             // SAFETY: the caller guarantees AVX-512 VNNI; the chunk's rows 0..c1 - c0 exist in
             // `view`, and y from c0 on holds them for every token at stride ldy.
-            unsafe { super::i2s_avx512::gemm(view, w_scale, q, x_scales, 0, c1 - c0, &mut y[c0..], ldy) };
+            unsafe { crate::ternary::i2s::avx512::gemm(view, w_scale, x, chunk_out) };
             c0 = c1;
         }
     });
@@ -402,7 +373,7 @@ pub(crate) unsafe fn repack_i2s_rows(src: crate::ternary::i2s::I2sRows<'_>, r0: 
         for (blk, ub) in row.chunks_exact(i2s::BLOCK_BYTES).zip(u.chunks_exact_mut(i2s::BLOCK)) {
             // SAFETY: blk is 32 bytes and ub 128 (chunks_exact).
             unsafe {
-                let [c0, c1] = planes.split(super::sanitize_codes_vl(_mm256_loadu_si256(blk.as_ptr().cast())));
+                let [c0, c1] = planes.split(crate::x86::sanitize_codes_vl(_mm256_loadu_si256(blk.as_ptr().cast())));
                 _mm512_storeu_si512(ub.as_mut_ptr().cast(), c0);
                 _mm512_storeu_si512(ub.as_mut_ptr().add(64).cast(), c1);
             }

@@ -4,8 +4,9 @@
 //! one FMA by the block scale. The float accumulation order differs from the scalar twin (8 lanes
 //! instead of one running sum), so results agree to f32 rounding, not bit for bit.
 
-use super::{hsum_ps_256, sanitize_codes};
+use crate::operands::{OutRows, QTokens};
 use crate::ternary::tq2_0::{gemm_tiled, BlockSums, TqRows, BLOCK, BLOCK_BYTES, MAX_BLOCKS, TILE_TOKENS};
+use crate::x86::{hsum_ps_256, sanitize_codes};
 use core::arch::x86_64::*;
 
 /// Dots of one row with `TT` tokens: `out[k] = sum_b d_b * (sum_j q[k][j] * t[j] over block b)`.
@@ -85,17 +86,16 @@ unsafe fn dots<const CLEAN: bool>(row: &[u8], toks: &[&[i8]], sums: &BlockSums, 
 ///
 /// # Safety
 /// AVX2 + FMA + F16C available; the bounds of `TernaryMatrix::gemm` hold; `cols / 256 <= MAX_BLOCKS`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(v: TqRows<'_>, q: &[i8], x_scales: &[f32], row0: usize, m: usize, y: &mut [f32], ldy: usize) {
+pub(crate) unsafe fn gemm(v: TqRows<'_>, x: QTokens<'_>, out: OutRows<'_>) {
     let clean = v.clean;
-    gemm_tiled(v, q, x_scales, row0, m, y, ldy, |row, toks, sums, out| {
+    gemm_tiled(v, x, out, |row, toks, sums, res| {
         // SAFETY: the caller guarantees AVX2 + FMA + F16C; gemm_tiled passes whole rows, 1..=4
         // tokens of cols values and their block sums.
         unsafe {
             if clean {
-                dots::<true>(row, toks, sums, out)
+                dots::<true>(row, toks, sums, res)
             } else {
-                dots::<false>(row, toks, sums, out)
+                dots::<false>(row, toks, sums, res)
             }
         }
     });

@@ -17,8 +17,15 @@
 
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
-use super::i2s::I2sRows;
-use super::tiled::RowView;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
+use crate::operands::{OutRows, QTokens};
+use crate::simd::SimdLevel;
+use crate::ternary::i2s::I2sRows;
+use crate::ternary::layout::{GemmFn, Layout};
+use crate::ternary::tiled::{self, RowView};
+use crate::ternary::{TernaryFormat, TernaryMatrix};
 
 /// Values per block.
 pub const BLOCK: usize = 192;
@@ -182,8 +189,8 @@ pub(crate) fn repack_i2s_rows(src: I2sRows<'_>, r0: usize, r1: usize, out: &mut 
     for (r, o) in (r0..r1).zip(out.chunks_exact_mut(stride)) {
         let row = src.row(r);
         for (blk, ub) in row
-            .chunks_exact(super::i2s::BLOCK_BYTES)
-            .zip(u.chunks_exact_mut(super::i2s::BLOCK))
+            .chunks_exact(crate::ternary::i2s::BLOCK_BYTES)
+            .zip(u.chunks_exact_mut(crate::ternary::i2s::BLOCK))
         {
             for p in 0..32 {
                 let b = blk[p];
@@ -199,6 +206,47 @@ pub(crate) fn repack_i2s_rows(src: I2sRows<'_>, r0: usize, r1: usize, out: &mut 
 
 /// Unsigned code of each I2_S code (I2_S code 3 is invalid and reads as zero).
 const U_OF_I2S: [u8; 4] = [0, 1, 2, 1];
+
+/// The Triple5 layout (built at load by `repack.rs`, never read from a file).
+pub(crate) struct Triple5;
+
+impl Layout for Triple5 {
+    const FORMAT: TernaryFormat = TernaryFormat::Triple5;
+    const BLOCK: usize = BLOCK;
+
+    fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
+        rows_of(m).row_codes(r, out)
+    }
+
+    fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+        tiled::gemm_scalar(rows_of(m), m.w_scale(), x, out)
+    }
+
+    fn kernel(level: SimdLevel) -> GemmFn {
+        #[cfg(target_arch = "x86_64")]
+        if level.has_avx512_vbmi() {
+            return gemm_avx512vbmi;
+        }
+        let _ = level;
+        Self::gemm_scalar
+    }
+}
+
+fn rows_of(m: &TernaryMatrix) -> Triple5Rows<'_> {
+    Triple5Rows {
+        data: &m.data,
+        cols: m.cols,
+        stride: m.stride,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_avx512vbmi(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+    // SAFETY: only reachable through `Triple5::kernel` for a level clamped to the CPU that
+    // includes AVX-512 VNNI + VBMI; `TernaryMatrix::gemm_with` checked the bounds; the buffer
+    // ends with PAD bytes (`repack.rs` allocates them).
+    unsafe { avx512::gemm(rows_of(m), m.w_scale(), x, out) }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,9 +8,10 @@
 //! accumulators and 8 code vectors in registers; each activation load feeds 4 rows and each decoded
 //! block feeds 4 tokens.
 
-use super::{prefetch_ahead, sanitize_codes_vl};
+use crate::operands::{OutRows, QTokens};
 use crate::ternary::i2s::{I2sRows, BLOCK, BLOCK_BYTES};
 use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
+use crate::x86::{prefetch_ahead, sanitize_codes_vl};
 use core::arch::x86_64::*;
 
 const R: usize = 4;
@@ -20,7 +21,7 @@ const T: usize = 4;
 /// the tiles, the Triple5 repacker (which splits I2_S blocks) and the Triple5 prefill path (which
 /// packs them back with the same shifts to the left).
 #[derive(Clone, Copy)]
-pub(super) struct Planes {
+pub(crate) struct Planes {
     /// Low half 6 (bits 7-6: values 0..32), high half 4 (bits 5-4: values 32..64).
     pub first: __m512i,
     /// Low half 2 (bits 3-2: values 64..96), high half 0 (bits 1-0: values 96..128).
@@ -135,55 +136,11 @@ unsafe fn dots_with<const CLEAN: bool, const STREAM: bool>(
 }
 
 /// # Safety
-/// AVX-512 F/BW/VL + VNNI available; `q.len() >= cols`, `row0 + y.len() <= rows`.
-pub(crate) unsafe fn gemv(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
-    let m = y.len();
-    gemm_tiled(
-        v,
-        w_scale,
-        q,
-        &[x_scale],
-        row0,
-        m,
-        y,
-        m,
-        R,
-        1,
-        |r, nr, toks, out, stream| {
-            // SAFETY: the caller guarantees AVX-512 VNNI; gemm_tiled passes rows inside
-            // row0..row0 + m, nr in {1, R} and tokens of cols values.
-            unsafe { dots(v, r, nr, toks, out, stream) }
-        },
-    );
-}
-
-/// # Safety
 /// AVX-512 F/BW/VL + VNNI available; the bounds of `TernaryMatrix::gemm` hold.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
-    v: I2sRows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
-    gemm_tiled(
-        v,
-        w_scale,
-        q,
-        x_scales,
-        row0,
-        m,
-        y,
-        ldy,
-        R,
-        T,
-        |r, nr, toks, out, stream| {
-            // SAFETY: as in gemv.
-            unsafe { dots(v, r, nr, toks, out, stream) }
-        },
-    );
+pub(crate) unsafe fn gemm(v: I2sRows<'_>, w_scale: f32, x: QTokens<'_>, out: OutRows<'_>) {
+    gemm_tiled(v, w_scale, x, out, R, T, |r, nr, toks, out, stream| {
+        // SAFETY: the caller guarantees the CPU features; gemm_tiled passes rows inside the
+        // output block, nr in {1, R} and 1..=T tokens of cols values.
+        unsafe { dots(v, r, nr, toks, out, stream) }
+    });
 }

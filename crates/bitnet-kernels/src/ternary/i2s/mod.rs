@@ -14,8 +14,17 @@
 // kernels yet) only run the scalar paths.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
-use super::tiled::RowView;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+
 use crate::error::KernelError;
+use crate::operands::{OutRows, QTokens};
+use crate::simd::SimdLevel;
+use crate::ternary::layout::{GemmFn, Layout};
+use crate::ternary::tiled::{self, RowView};
+use crate::ternary::{TernaryFormat, TernaryMatrix};
 
 /// Values per block.
 pub const BLOCK: usize = 128;
@@ -230,6 +239,50 @@ impl RowView for I2sRows<'_> {
     fn row_dot(&self, r: usize, q: &[i8]) -> i32 {
         row_dot_scalar(self.row(r), self.cols, q)
     }
+}
+
+/// The I2_S layout (and [`crate::TernaryMatrix::from_codes`]'s padded rows).
+pub(crate) struct I2s;
+
+impl Layout for I2s {
+    const FORMAT: TernaryFormat = TernaryFormat::I2S;
+    const BLOCK: usize = BLOCK;
+
+    fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
+        m.i2s_rows().row_codes(r, out)
+    }
+
+    fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+        tiled::gemm_scalar(m.i2s_rows(), m.w_scale(), x, out)
+    }
+
+    fn kernel(level: SimdLevel) -> GemmFn {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if level.has_avx512_vnni() {
+                return gemm_avx512vnni;
+            }
+            if level.has_avx2() {
+                return gemm_avx2;
+            }
+        }
+        let _ = level;
+        Self::gemm_scalar
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_avx512vnni(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+    // SAFETY: only reachable through `I2s::kernel` for a level clamped to the CPU that includes
+    // AVX-512 VNNI; `TernaryMatrix::gemm_with` checked the bounds.
+    unsafe { avx512::gemm(m.i2s_rows(), m.w_scale(), x, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn gemm_avx2(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
+    // SAFETY: only reachable through `I2s::kernel` for a level clamped to the CPU that includes
+    // AVX2 + FMA + F16C; `TernaryMatrix::gemm_with` checked the bounds.
+    unsafe { avx2::gemm(m.i2s_rows(), m.w_scale(), x, out) }
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! give a block's i32 lanes, from which the block's activation sum is subtracted (`t = code - 1`)
 //! before one FMA by the block scale.
 
-use super::sanitize_codes_vl;
+use crate::operands::{OutRows, QTokens};
 use crate::ternary::tq2_0::{gemm_tiled, BlockSums, TqRows, BLOCK, BLOCK_BYTES, MAX_BLOCKS, TILE_TOKENS};
+use crate::x86::sanitize_codes_vl;
 use core::arch::x86_64::*;
 
 /// # Safety
@@ -78,17 +79,16 @@ unsafe fn dots<const CLEAN: bool>(row: &[u8], toks: &[&[i8]], sums: &BlockSums, 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI available; the bounds of `TernaryMatrix::gemm` hold;
 /// `cols / 256 <= MAX_BLOCKS`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(v: TqRows<'_>, q: &[i8], x_scales: &[f32], row0: usize, m: usize, y: &mut [f32], ldy: usize) {
+pub(crate) unsafe fn gemm(v: TqRows<'_>, x: QTokens<'_>, out: OutRows<'_>) {
     let clean = v.clean;
-    gemm_tiled(v, q, x_scales, row0, m, y, ldy, |row, toks, sums, out| {
+    gemm_tiled(v, x, out, |row, toks, sums, res| {
         // SAFETY: the caller guarantees AVX-512 VNNI; gemm_tiled passes whole rows, 1..=4 tokens
         // of cols values and their block sums.
         unsafe {
             if clean {
-                dots::<true>(row, toks, sums, out)
+                dots::<true>(row, toks, sums, res)
             } else {
-                dots::<false>(row, toks, sums, out)
+                dots::<false>(row, toks, sums, res)
             }
         }
     });

@@ -6,9 +6,10 @@
 //! four 2-bit planes; then per token 4 `maddubs` against 4 contiguous 32-byte activation slices
 //! (plane `k` of byte `p` is value `32k + p`, so no shuffles are needed).
 
-use super::{hsum_epi32_256, sanitize_codes};
+use crate::operands::{OutRows, QTokens};
 use crate::ternary::i2s::{I2sRows, BLOCK, BLOCK_BYTES};
 use crate::ternary::tiled::{dispatch_tile, gemm_tiled, Tile};
+use crate::x86::{hsum_epi32_256, sanitize_codes};
 use core::arch::x86_64::*;
 
 /// Rows per tile. Activations are re-read per row either way (as memory operands of `maddubs`), so
@@ -108,55 +109,11 @@ unsafe fn dots_with<const CLEAN: bool>(v: I2sRows<'_>, r: usize, nr: usize, toks
 }
 
 /// # Safety
-/// AVX2 + FMA + F16C available; `q.len() >= cols`, `row0 + y.len() <= rows`.
-pub(crate) unsafe fn gemv(v: I2sRows<'_>, w_scale: f32, q: &[i8], x_scale: f32, row0: usize, y: &mut [f32]) {
-    let m = y.len();
-    gemm_tiled(
-        v,
-        w_scale,
-        q,
-        &[x_scale],
-        row0,
-        m,
-        y,
-        m,
-        R,
-        1,
-        |r, nr, toks, out, _stream| {
-            // SAFETY: the caller guarantees AVX2; gemm_tiled passes rows inside row0..row0 + m,
-            // nr in {1, R} and tokens of cols values.
-            unsafe { dots(v, r, nr, toks, out) }
-        },
-    );
-}
-
-/// # Safety
 /// AVX2 + FMA + F16C available; the bounds of `TernaryMatrix::gemm` hold.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
-    v: I2sRows<'_>,
-    w_scale: f32,
-    q: &[i8],
-    x_scales: &[f32],
-    row0: usize,
-    m: usize,
-    y: &mut [f32],
-    ldy: usize,
-) {
-    gemm_tiled(
-        v,
-        w_scale,
-        q,
-        x_scales,
-        row0,
-        m,
-        y,
-        ldy,
-        R,
-        T,
-        |r, nr, toks, out, _stream| {
-            // SAFETY: as in gemv.
-            unsafe { dots(v, r, nr, toks, out) }
-        },
-    );
+pub(crate) unsafe fn gemm(v: I2sRows<'_>, w_scale: f32, x: QTokens<'_>, out: OutRows<'_>) {
+    gemm_tiled(v, w_scale, x, out, R, T, |r, nr, toks, out, _stream| {
+        // SAFETY: the caller guarantees the CPU features; gemm_tiled passes rows inside the
+        // output block, nr in {1, R} and 1..=T tokens of cols values.
+        unsafe { dots(v, r, nr, toks, out) }
+    });
 }

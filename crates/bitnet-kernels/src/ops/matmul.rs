@@ -1,8 +1,9 @@
-//! Splits matrix products over the worker pool ([`bitnet_kernels::pool`]): each task takes a
+//! Splits matrix products over the worker pool ([`crate::pool`]): each task takes a
 //! contiguous block of output rows (weights are read once per block for all tokens), then the blocks
 //! are gathered. Nothing here allocates once `tmp` has grown to the largest product.
 
-use bitnet_kernels::{pool, FloatMatrix, TernaryMatrix};
+use crate::operands::{OutRows, QTokens};
+use crate::{pool, FloatMatrix, TernaryMatrix};
 
 /// Output rows per task: enough tasks for load balance (4 per thread), rows a multiple of 16.
 fn rows_per_task(rows: usize) -> usize {
@@ -62,7 +63,9 @@ pub fn ternary_many<const K: usize>(
             k += 1;
             &mut y[..rows[k - 1]]
         });
-        pool::for_each_chunk_of_mut(ys, [chunk; K], |k, ci, yc| ws[k].gemv(xq, xs[0], ci * chunk, yc));
+        pool::for_each_chunk_of_mut(ys, [chunk; K], |k, ci, yc| {
+            ws[k].gemm(QTokens::new(xq, xs), OutRows::one(yc, ci * chunk))
+        });
         return;
     }
     if tmp.len() < total * n_tok {
@@ -79,7 +82,7 @@ pub fn ternary_many<const K: usize>(
     };
     pool::for_each_chunk_of_mut(parts, [chunk * n_tok; K], |k, ci, yc| {
         let m = yc.len() / n_tok;
-        ws[k].gemm(xq, xs, ci * chunk, m, yc, m)
+        ws[k].gemm(QTokens::new(xq, xs), OutRows::new(yc, m, ci * chunk, m))
     });
     let mut off = 0;
     for (k, y) in ys.into_iter().enumerate() {
@@ -92,5 +95,7 @@ pub fn ternary_many<const K: usize>(
 pub fn float(w: &FloatMatrix, x: &[f32], n_tok: usize, y: &mut [f32], tmp: &mut Vec<f32>) {
     // FloatMatrix::gemm walks the rows in cache-sized tiles itself (each row read from memory once per
     // call for all tokens).
-    blocked(w.rows(), n_tok, y, tmp, |r0, m, yc| w.gemm(x, n_tok, r0, m, yc, m));
+    blocked(w.rows(), n_tok, y, tmp, |r0, m, yc| {
+        w.gemm(x, n_tok, OutRows::new(yc, m, r0, m))
+    });
 }

@@ -1,0 +1,83 @@
+//! The one interface every ternary layout implements ([`Layout`]), and the table of its functions
+//! that each [`TernaryMatrix`] holds ([`LayoutOps`]), filled once when the matrix is made.
+//!
+//! Adding a layout means: a file (or folder, with its SIMD kernels) under `ternary/`, a
+//! [`TernaryFormat`] variant, an `impl Layout` there, and a constructor or a repack (`repack.rs`)
+//! that makes matrices of it. Adding a CPU means: kernels in that folder, returned by
+//! [`Layout::kernel`] for the new [`SimdLevel`]. Nothing else dispatches on the format.
+
+use super::{TernaryFormat, TernaryMatrix};
+use crate::operands::{OutRows, QTokens};
+use crate::simd::SimdLevel;
+
+/// A product over a whole matrix: `x.n()` tokens into the output block `out` (bounds already
+/// checked by [`TernaryMatrix::gemm_with`]).
+pub(crate) type GemmFn = fn(&TernaryMatrix, QTokens<'_>, OutRows<'_>);
+
+/// A ternary weight layout.
+pub(crate) trait Layout {
+    const FORMAT: TernaryFormat;
+    /// Values that share one scale.
+    const BLOCK: usize;
+
+    /// Decodes row `r` into `out` (`cols` values) as -1/0/1.
+    fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]);
+
+    /// The scale of each block of row `r` (`out` holds one slot per block). The per-tensor-scaled
+    /// layouts repeat the tensor scale.
+    fn row_scales(m: &TernaryMatrix, _r: usize, out: &mut [f32]) {
+        out.fill(m.w_scale());
+    }
+
+    /// The scalar twin every SIMD kernel of this layout is tested against.
+    fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>);
+
+    /// The fastest gemm whose instructions `level` includes. Called only with levels the CPU
+    /// supports ([`LayoutOps::of`] clamps), which is what makes the SIMD entries safe to call.
+    fn kernel(level: SimdLevel) -> GemmFn {
+        let _ = level;
+        Self::gemm_scalar
+    }
+}
+
+/// The block-scaled layouts (ggml's TQ types): fixed-size blocks, each with its own f16 scale.
+pub(crate) trait BlockLayout: Layout {
+    /// The format's name in messages.
+    const NAME: &'static str;
+    /// Bytes per block.
+    const BLOCK_BYTES: usize;
+    /// A block's scale.
+    fn block_scale(blk: &[u8]) -> f32;
+    /// A block's unsigned codes (`value + 1`, 0..=2) in value order.
+    fn unsigned_block(blk: &[u8], u: &mut [u8]);
+}
+
+/// A layout's functions with its kernel for every [`SimdLevel`], chosen once per matrix.
+#[derive(Clone, Copy)]
+pub(crate) struct LayoutOps {
+    pub format: TernaryFormat,
+    pub block: usize,
+    pub row_codes: fn(&TernaryMatrix, usize, &mut [i8]),
+    pub row_scales: fn(&TernaryMatrix, usize, &mut [f32]),
+    /// Indexed by [`SimdLevel::index`]; the entry of a level this CPU lacks is that of the best
+    /// level it has below it, so every entry is safe to call.
+    kernels: [GemmFn; SimdLevel::ALL.len()],
+}
+
+impl LayoutOps {
+    pub fn of<L: Layout>() -> LayoutOps {
+        LayoutOps {
+            format: L::FORMAT,
+            block: L::BLOCK,
+            row_codes: L::row_codes,
+            row_scales: L::row_scales,
+            kernels: SimdLevel::ALL.map(|level| L::kernel(level.clamp_to_cpu())),
+        }
+    }
+
+    /// The gemm for `level` (lowered to what the CPU supports).
+    #[inline]
+    pub fn kernel(&self, level: SimdLevel) -> GemmFn {
+        self.kernels[level.index()]
+    }
+}
