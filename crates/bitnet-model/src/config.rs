@@ -8,6 +8,8 @@ use std::fmt;
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::GgufFile;
 
+use crate::arch::{self, key, ActivationRule, LayerTensor, ModelTensor};
+
 /// The gated FFN's activation: `act(gate) * up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FfnActivation {
@@ -85,54 +87,56 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads the hyperparameters of a GGUF file (`{arch}.*` keys).
     pub fn from_gguf(gguf: &GgufFile, ffn_override: Option<FfnActivation>) -> Result<Self> {
-        let arch = gguf.get_str("general.architecture")?.to_string();
-        let (ffn_act, reason) = match arch.as_str() {
-            "bitnet-b1.58" | "bitnet-25" => (
-                FfnActivation::Relu2,
-                format!("architecture '{arch}' is BitNet b1.58 (squared ReLU)"),
-            ),
-            "bitnet" => {
-                let key = "bitnet.hidden_activation";
-                match gguf.get(key) {
+        let arch = gguf.get_str(key::ARCHITECTURE)?.to_string();
+        let spec = arch::gguf_arch(&arch).with_context(|| {
+            format!(
+                "unsupported architecture '{arch}' (key '{}'); expected one of {}",
+                key::ARCHITECTURE,
+                arch::gguf_arch_names()
+            )
+        })?;
+        let k = |name: &str| arch::arch_key(&arch, name);
+        let (ffn_act, reason) = match spec.activation {
+            ActivationRule::Fixed(act) => (act, format!("architecture '{arch}' ({}) implies {act}", spec.writer)),
+            ActivationRule::FromKey { key, default } => {
+                let key = k(key);
+                match gguf.get(&key) {
                     Some(_) => {
-                        let v = gguf.get_str(key)?;
+                        let v = gguf.get_str(&key)?;
                         let act = FfnActivation::parse(v)
                             .with_context(|| format!("unknown value '{v}' of key '{key}' (expected relu2 or silu)"))?;
                         (act, format!("from key '{key}' = '{v}'"))
                     }
                     None => (
-                        FfnActivation::Silu,
-                        "llama.cpp 'bitnet' file without 'bitnet.hidden_activation': SiLU as llama.cpp does \
-                         (right for 1bitLLM models; use --ffn-act relu2 for BitNet b1.58 2B-4T weights)"
-                            .to_string(),
+                        default,
+                        format!(
+                            "{} '{arch}' file without '{key}': {default} as {} does \
+                             (right for 1bitLLM models; use --ffn-act relu2 for BitNet b1.58 2B-4T weights)",
+                            spec.writer, spec.writer
+                        ),
                     ),
                 }
             }
-            other => bail!(
-                "unsupported architecture '{other}' (key 'general.architecture'); \
-                 expected bitnet-b1.58, bitnet-25 or bitnet"
-            ),
         };
-        let k = |name: &str| format!("{arch}.{name}");
-        let hidden = gguf.get_u64(&k("embedding_length"))? as usize;
-        let heads = gguf.get_u64(&k("attention.head_count"))? as usize;
-        let kv_heads = match gguf.get(&k("attention.head_count_kv")) {
-            Some(_) => gguf.get_u64(&k("attention.head_count_kv"))? as usize,
+        let hidden = gguf.get_u64(&k(key::EMBEDDING_LENGTH))? as usize;
+        let heads = gguf.get_u64(&k(key::HEAD_COUNT))? as usize;
+        let kv_heads = match gguf.get(&k(key::HEAD_COUNT_KV)) {
+            Some(_) => gguf.get_u64(&k(key::HEAD_COUNT_KV))? as usize,
             None => heads,
         };
         let head_dim = hidden.checked_div(heads).unwrap_or(0);
-        let rope_dim = match gguf.get(&k("rope.dimension_count")) {
-            Some(_) => gguf.get_u64(&k("rope.dimension_count"))? as usize,
+        let rope_dim = match gguf.get(&k(key::ROPE_DIMENSION_COUNT)) {
+            Some(_) => gguf.get_u64(&k(key::ROPE_DIMENSION_COUNT))? as usize,
             None => head_dim,
         };
         // The vocabulary size key is optional (llama.cpp omits it): fall back to the token list and then
         // to the embedding's row count.
-        let vocab = if gguf.get(&k("vocab_size")).is_some() {
-            gguf.get_u64(&k("vocab_size"))? as usize
+        let vocab = if gguf.get(&k(key::VOCAB_SIZE)).is_some() {
+            gguf.get_u64(&k(key::VOCAB_SIZE))? as usize
         } else if let Some(bitnet_gguf::MetadataValue::Array(tokens)) = gguf.get("tokenizer.ggml.tokens") {
             tokens.len()
         } else {
-            let t = gguf.tensor("token_embd.weight").with_context(|| {
+            let t = gguf.tensor(ModelTensor::Embedding.gguf()).with_context(|| {
                 format!(
                     "no vocabulary size: key '{arch}.vocab_size', 'tokenizer.ggml.tokens' and tensor \
                      'token_embd.weight' are all missing"
@@ -140,22 +144,22 @@ impl ModelConfig {
             })?;
             t.dims.get(1).copied().unwrap_or(0) as usize
         };
-        let rope_theta = match gguf.get(&k("rope.freq_base")) {
-            Some(_) => gguf.get_f32(&k("rope.freq_base"))?,
+        let rope_theta = match gguf.get(&k(key::ROPE_FREQ_BASE)) {
+            Some(_) => gguf.get_f32(&k(key::ROPE_FREQ_BASE))?,
             None => 10_000.0,
         };
         let cfg = ModelConfig {
             hidden_size: hidden,
-            intermediate_size: gguf.get_u64(&k("feed_forward_length"))? as usize,
-            num_layers: gguf.get_u64(&k("block_count"))? as usize,
+            intermediate_size: gguf.get_u64(&k(key::FEED_FORWARD_LENGTH))? as usize,
+            num_layers: gguf.get_u64(&k(key::BLOCK_COUNT))? as usize,
             num_heads: heads,
             num_kv_heads: kv_heads,
             head_dim,
             rope_dim,
             vocab_size: vocab,
-            context_length: gguf.get_u64(&k("context_length"))? as usize,
+            context_length: gguf.get_u64(&k(key::CONTEXT_LENGTH))? as usize,
             rope_theta,
-            rms_eps: gguf.get_f32(&k("attention.layer_norm_rms_epsilon"))?,
+            rms_eps: gguf.get_f32(&k(key::RMS_EPS))?,
             ffn_act,
             ffn_act_reason: reason,
             arch,
@@ -296,6 +300,28 @@ impl ModelConfig {
             bail!("RMSNorm epsilon {} must be a non-negative number", c.rms_eps);
         }
         Ok(self)
+    }
+
+    /// Shape of layer tensor `t`, outer dimension first: `[rows, cols]` for a projection (rows =
+    /// output features, as Hugging Face stores them), `[len]` for a norm. GGUF lists the same
+    /// dimensions innermost first.
+    pub fn layer_tensor_shape(&self, t: LayerTensor) -> Vec<usize> {
+        let (h, f, q, kv) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_heads * self.head_dim,
+            self.kv_dim(),
+        );
+        match t {
+            LayerTensor::AttnNorm | LayerTensor::FfnNorm => vec![h],
+            LayerTensor::AttnSubNorm => vec![q],
+            LayerTensor::FfnSubNorm => vec![f],
+            LayerTensor::Q => vec![q, h],
+            LayerTensor::K | LayerTensor::V => vec![kv, h],
+            LayerTensor::O => vec![h, q],
+            LayerTensor::Gate | LayerTensor::Up => vec![f, h],
+            LayerTensor::Down => vec![h, f],
+        }
     }
 
     /// `num_kv_heads * head_dim`: the width of K and V.

@@ -10,8 +10,10 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod arch;
 pub mod bitnet;
 pub mod config;
+pub mod gguf_meta;
 pub mod inspect;
 pub mod kv_cache;
 pub mod load_gguf;

@@ -9,6 +9,7 @@ use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryMatrix};
 use bitnet_tokenizer::{GgufVocab, Tokenizer};
 
+use crate::arch::{gguf_layer, LayerTensor, ModelTensor};
 use crate::bitnet::{BitNetModel, Layer, Linear};
 use crate::config::{FfnActivation, ModelConfig};
 use crate::ops::Rope;
@@ -187,30 +188,30 @@ fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
         cfg.intermediate_size,
         cfg.vocab_size,
     );
-    let embed = ts.float_matrix("token_embd.weight", vocab, h)?;
-    let head = if g.tensor("output.weight").is_some() {
-        ts.float_matrix("output.weight", vocab, h)?
+    let embed = ts.float_matrix(ModelTensor::Embedding.gguf(), vocab, h)?;
+    let head = if g.tensor(ModelTensor::Head.gguf()).is_some() {
+        ts.float_matrix(ModelTensor::Head.gguf(), vocab, h)?
     } else {
         embed.clone()
     };
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
-        let n = |s: &str| format!("blk.{i}.{s}");
+        let n = |t: LayerTensor| gguf_layer(i, t);
         layers.push(Layer {
-            attn_norm: ts.vector(&n("attn_norm.weight"), h)?,
-            wq: ts.linear(&n("attn_q.weight"), qd, h)?,
-            wk: ts.linear(&n("attn_k.weight"), kvd, h)?,
-            wv: ts.linear(&n("attn_v.weight"), kvd, h)?,
-            attn_sub_norm: ts.vector(&n("attn_sub_norm.weight"), qd)?,
-            wo: ts.linear(&n("attn_output.weight"), h, qd)?,
-            ffn_norm: ts.vector(&n("ffn_norm.weight"), h)?,
-            w_gate: ts.linear(&n("ffn_gate.weight"), ffn, h)?,
-            w_up: ts.linear(&n("ffn_up.weight"), ffn, h)?,
-            ffn_sub_norm: ts.vector(&n("ffn_sub_norm.weight"), ffn)?,
-            w_down: ts.linear(&n("ffn_down.weight"), h, ffn)?,
+            attn_norm: ts.vector(&n(LayerTensor::AttnNorm), h)?,
+            wq: ts.linear(&n(LayerTensor::Q), qd, h)?,
+            wk: ts.linear(&n(LayerTensor::K), kvd, h)?,
+            wv: ts.linear(&n(LayerTensor::V), kvd, h)?,
+            attn_sub_norm: ts.vector(&n(LayerTensor::AttnSubNorm), qd)?,
+            wo: ts.linear(&n(LayerTensor::O), h, qd)?,
+            ffn_norm: ts.vector(&n(LayerTensor::FfnNorm), h)?,
+            w_gate: ts.linear(&n(LayerTensor::Gate), ffn, h)?,
+            w_up: ts.linear(&n(LayerTensor::Up), ffn, h)?,
+            ffn_sub_norm: ts.vector(&n(LayerTensor::FfnSubNorm), ffn)?,
+            w_down: ts.linear(&n(LayerTensor::Down), h, ffn)?,
         });
     }
-    let final_norm = ts.vector("output_norm.weight", h)?;
+    let final_norm = ts.vector(ModelTensor::FinalNorm.gguf(), h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
     let tied_head = std::ptr::eq(head.data().as_ptr(), embed.data().as_ptr());
     Ok(BitNetModel {

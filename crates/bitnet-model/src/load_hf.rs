@@ -15,6 +15,7 @@ use bitnet_tokenizer::Tokenizer;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use crate::arch::{hf_layer, LayerTensor, ModelTensor};
 use crate::bitnet::{BitNetModel, Layer, Linear};
 use crate::config::{FfnActivation, ModelConfig};
 use crate::ops::Rope;
@@ -239,30 +240,30 @@ fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Resu
         cfg.intermediate_size,
         cfg.vocab_size,
     );
-    let embed = ck.float_matrix("model.embed_tokens.weight", vocab, h)?;
-    let head = if !tied && ck.tensors.contains_key("lm_head.weight") {
-        ck.float_matrix("lm_head.weight", vocab, h)?
+    let embed = ck.float_matrix(ModelTensor::Embedding.hf(), vocab, h)?;
+    let head = if !tied && ck.tensors.contains_key(ModelTensor::Head.hf()) {
+        ck.float_matrix(ModelTensor::Head.hf(), vocab, h)?
     } else {
         embed.clone()
     };
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
-        let n = |s: &str| format!("model.layers.{i}.{s}");
+        let n = |t: LayerTensor| hf_layer(i, t);
         layers.push(Layer {
-            attn_norm: ck.vector(&n("input_layernorm.weight"), h)?,
-            wq: linear(ck, &n("self_attn.q_proj.weight"), qd, h, rule)?,
-            wk: linear(ck, &n("self_attn.k_proj.weight"), kvd, h, rule)?,
-            wv: linear(ck, &n("self_attn.v_proj.weight"), kvd, h, rule)?,
-            attn_sub_norm: ck.vector(&n("self_attn.attn_sub_norm.weight"), qd)?,
-            wo: linear(ck, &n("self_attn.o_proj.weight"), h, qd, rule)?,
-            ffn_norm: ck.vector(&n("post_attention_layernorm.weight"), h)?,
-            w_gate: linear(ck, &n("mlp.gate_proj.weight"), ffn, h, rule)?,
-            w_up: linear(ck, &n("mlp.up_proj.weight"), ffn, h, rule)?,
-            ffn_sub_norm: ck.vector(&n("mlp.ffn_sub_norm.weight"), ffn)?,
-            w_down: linear(ck, &n("mlp.down_proj.weight"), h, ffn, rule)?,
+            attn_norm: ck.vector(&n(LayerTensor::AttnNorm), h)?,
+            wq: linear(ck, &n(LayerTensor::Q), qd, h, rule)?,
+            wk: linear(ck, &n(LayerTensor::K), kvd, h, rule)?,
+            wv: linear(ck, &n(LayerTensor::V), kvd, h, rule)?,
+            attn_sub_norm: ck.vector(&n(LayerTensor::AttnSubNorm), qd)?,
+            wo: linear(ck, &n(LayerTensor::O), h, qd, rule)?,
+            ffn_norm: ck.vector(&n(LayerTensor::FfnNorm), h)?,
+            w_gate: linear(ck, &n(LayerTensor::Gate), ffn, h, rule)?,
+            w_up: linear(ck, &n(LayerTensor::Up), ffn, h, rule)?,
+            ffn_sub_norm: ck.vector(&n(LayerTensor::FfnSubNorm), ffn)?,
+            w_down: linear(ck, &n(LayerTensor::Down), h, ffn, rule)?,
         });
     }
-    let final_norm = ck.vector("model.norm.weight", h)?;
+    let final_norm = ck.vector(ModelTensor::FinalNorm.hf(), h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
     let tied_head = std::ptr::eq(head.data().as_ptr(), embed.data().as_ptr());
     Ok(BitNetModel {

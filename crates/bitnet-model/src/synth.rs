@@ -10,9 +10,13 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::Result;
-use bitnet_gguf::{GgmlType, GgufWriter, MetadataValue};
+use bitnet_gguf::{GgmlType, GgufWriter};
 use bitnet_kernels::i2s;
 use half::f16;
+
+use crate::arch::{self, gguf_layer, LayerTensor, ModelTensor};
+use crate::config::{FfnActivation, ModelConfig};
+use crate::gguf_meta::{write_metadata, Layout, TokenizerMeta};
 
 /// Model sizes `bitnet synth` can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,55 +192,45 @@ pub const BITNET_CHAT_TEMPLATE: &str = "{% for message in messages %}{% if loop.
 pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
     let d = shape.dims();
     let mut g = Gen(seed ^ 0x5EED_B17E);
-    let arch = "bitnet-b1.58";
     let head_dim = d.hidden / d.heads;
     let mut w = GgufWriter::new();
-    let k = |s: &str| format!("{arch}.{s}");
-    w.add_metadata("general.architecture", arch)?;
-    w.add_metadata(
-        "general.name",
-        if shape == Shape::B2b4t {
-            "bitnet2b"
-        } else {
-            "bitnet-synth-tiny"
-        },
-    )?;
-    w.add_metadata(k("vocab_size"), d.vocab as u32)?;
-    w.add_metadata(k("context_length"), d.context as u32)?;
-    w.add_metadata(k("embedding_length"), d.hidden as u32)?;
-    w.add_metadata(k("block_count"), d.layers as u32)?;
-    w.add_metadata(k("feed_forward_length"), d.ffn as u32)?;
-    w.add_metadata(k("rope.dimension_count"), head_dim as u32)?;
-    w.add_metadata(k("attention.head_count"), d.heads as u32)?;
-    w.add_metadata(k("attention.head_count_kv"), d.kv_heads as u32)?;
-    w.add_metadata("tokenizer.ggml.add_bos_token", true)?;
-    w.add_metadata(k("attention.layer_norm_rms_epsilon"), 1e-5f32)?;
-    w.add_metadata(k("rope.freq_base"), 500_000f32)?;
-    w.add_metadata("general.file_type", 40u32)?;
-    w.add_metadata("tokenizer.ggml.model", "gpt2")?;
+    let cfg = ModelConfig {
+        arch: arch::BITNET_B158.to_string(),
+        hidden_size: d.hidden,
+        intermediate_size: d.ffn,
+        num_layers: d.layers,
+        num_heads: d.heads,
+        num_kv_heads: d.kv_heads,
+        head_dim,
+        rope_dim: head_dim,
+        vocab_size: d.vocab,
+        context_length: d.context,
+        rope_theta: 500_000.0,
+        rms_eps: 1e-5,
+        ffn_act: FfnActivation::Relu2,
+        ffn_act_reason: String::new(),
+    };
     let n_regular = d.vocab - d.specials;
     let (mut tokens, merges) = vocabulary(n_regular, &mut g);
     tokens.extend(special_names(d.specials));
-    let types: Vec<MetadataValue> = (0..d.vocab)
-        .map(|i| MetadataValue::I32(if i < n_regular { 1 } else { 3 }))
-        .collect();
-    w.add_metadata(
-        "tokenizer.ggml.tokens",
-        MetadataValue::Array(tokens.into_iter().map(MetadataValue::String).collect()),
-    )?;
-    w.add_metadata(
-        "tokenizer.ggml.scores",
-        MetadataValue::Array(vec![MetadataValue::F32(0.0); d.vocab]),
-    )?;
-    w.add_metadata("tokenizer.ggml.token_type", MetadataValue::Array(types))?;
-    w.add_metadata(
-        "tokenizer.ggml.merges",
-        MetadataValue::Array(merges.into_iter().map(MetadataValue::String).collect()),
-    )?;
-    w.add_metadata("tokenizer.ggml.bos_token_id", n_regular as u32)?;
-    w.add_metadata("tokenizer.ggml.eos_token_id", (n_regular + 1) as u32)?;
-    w.add_metadata("tokenizer.chat_template", BITNET_CHAT_TEMPLATE)?;
-    w.add_metadata("general.quantization_version", 2u32)?;
+    let tokenizer = TokenizerMeta {
+        model: "gpt2".to_string(),
+        tokens,
+        scores: Some(vec![0.0; d.vocab]),
+        token_types: Some((0..d.vocab).map(|i| if i < n_regular { 1 } else { 3 }).collect()),
+        merges,
+        bos: Some(n_regular as u32),
+        eos: Some((n_regular + 1) as u32),
+        add_bos: Some(true),
+        chat_template: Some(BITNET_CHAT_TEMPLATE.to_string()),
+        ..TokenizerMeta::default()
+    };
+    let name = if shape == Shape::B2b4t {
+        "bitnet2b"
+    } else {
+        "bitnet-synth-tiny"
+    };
+    write_metadata(&mut w, Layout::BitnetCpp, &cfg, name, &tokenizer)?;
 
     let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let norm =
@@ -260,56 +254,61 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
     let emb: Vec<u8> = (0..d.vocab * d.hidden)
         .flat_map(|_| f16::from_f32(g.normal()).to_le_bytes())
         .collect();
-    w.add_tensor("token_embd.weight", &[h, d.vocab as u64], GgmlType::F16, emb)?;
+    w.add_tensor(ModelTensor::Embedding.gguf(), &[h, d.vocab as u64], GgmlType::F16, emb)?;
     // Final norm scaled so logits have a standard deviation of a few units.
     let fnorm: Vec<f32> = (0..d.hidden)
         .map(|_| (1.0 + 0.1 * g.normal()) * 3.0 / (d.hidden as f32).sqrt())
         .collect();
-    w.add_tensor("output_norm.weight", &[h], GgmlType::F32, f32_bytes(&fnorm))?;
+    w.add_tensor(ModelTensor::FinalNorm.gguf(), &[h], GgmlType::F32, f32_bytes(&fnorm))?;
     for i in 0..d.layers {
-        let n = |s: &str| format!("blk.{i}.{s}.weight");
-        w.add_tensor(n("attn_norm"), &[h], GgmlType::F32, norm(&mut g, d.hidden))?;
+        let n = |t: LayerTensor| gguf_layer(i, t);
+        w.add_tensor(n(LayerTensor::AttnNorm), &[h], GgmlType::F32, norm(&mut g, d.hidden))?;
         w.add_tensor(
-            n("attn_q"),
+            n(LayerTensor::Q),
             &[h, qd],
             GgmlType::I2_S,
             ternary(&mut g, qd as usize, d.hidden)?,
         )?;
         w.add_tensor(
-            n("attn_k"),
+            n(LayerTensor::K),
             &[h, kvd],
             GgmlType::I2_S,
             ternary(&mut g, kvd as usize, d.hidden)?,
         )?;
         w.add_tensor(
-            n("attn_v"),
+            n(LayerTensor::V),
             &[h, kvd],
             GgmlType::I2_S,
             ternary(&mut g, kvd as usize, d.hidden)?,
         )?;
-        w.add_tensor(n("attn_sub_norm"), &[qd], GgmlType::F32, norm(&mut g, qd as usize))?;
         w.add_tensor(
-            n("attn_output"),
+            n(LayerTensor::AttnSubNorm),
+            &[qd],
+            GgmlType::F32,
+            norm(&mut g, qd as usize),
+        )?;
+        w.add_tensor(
+            n(LayerTensor::O),
             &[qd, h],
             GgmlType::I2_S,
             ternary(&mut g, d.hidden, qd as usize)?,
         )?;
-        w.add_tensor(n("ffn_norm"), &[h], GgmlType::F32, norm(&mut g, d.hidden))?;
+        w.add_tensor(n(LayerTensor::FfnNorm), &[h], GgmlType::F32, norm(&mut g, d.hidden))?;
         w.add_tensor(
-            n("ffn_gate"),
+            n(LayerTensor::Gate),
             &[h, ffn],
             GgmlType::I2_S,
             ternary(&mut g, d.ffn, d.hidden)?,
         )?;
         w.add_tensor(
-            n("ffn_up"),
+            n(LayerTensor::Up),
             &[h, ffn],
             GgmlType::I2_S,
             ternary(&mut g, d.ffn, d.hidden)?,
         )?;
-        w.add_tensor(n("ffn_sub_norm"), &[ffn], GgmlType::F32, norm(&mut g, d.ffn))?;
+        w.add_tensor(n(LayerTensor::FfnSubNorm), &[ffn], GgmlType::F32, norm(&mut g, d.ffn))?;
         w.add_tensor(
-            n("ffn_down"),
+            n(LayerTensor::Down),
             &[ffn, h],
             GgmlType::I2_S,
             ternary(&mut g, d.hidden, d.ffn)?,

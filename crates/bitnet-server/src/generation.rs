@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bitnet_engine::{Event, Finished, Job, SubmitError};
+use bitnet_engine::{chat_prompt, text_prompt, Event, Finished, Job, SubmitError};
 use bitnet_tokenizer::ChatMessage;
 use futures_util::stream::{self, Stream};
 use serde_json::{json, Value};
@@ -141,15 +141,8 @@ pub async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMa
         for (i, m) in req.messages.iter().enumerate() {
             msgs.push(ChatMessage::new(m.role.clone(), m.text(i)?));
         }
-        let text = eng
-            .template
-            .render_for(&eng.tok, &msgs, true)
+        let ids = chat_prompt(&eng.tok, &eng.template, &msgs)
             .map_err(|e| ApiError::invalid(e.to_string()).param("messages"))?;
-        let add_bos = eng.tok.add_bos_default() && !starts_with_bos(&eng, &text);
-        let ids = eng
-            .tok
-            .encode(&text, add_bos)
-            .map_err(|e| ApiError::invalid(format!("tokenizing the prompt: {e}")).param("messages"))?;
         Ok((eng, s, ids))
     }
     .await;
@@ -194,18 +187,9 @@ pub async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, bo
     }
 }
 
-fn starts_with_bos(eng: &Loaded, text: &str) -> bool {
-    eng.tok
-        .bos_id()
-        .and_then(|b| eng.tok.token_text(b))
-        .is_some_and(|b| !b.is_empty() && text.starts_with(&b))
-}
-
 /// A plain prompt is encoded like `bitnet generate` does (BOS when the model wants one).
 fn encode(eng: &Loaded, text: &str) -> Result<Vec<u32>, ApiError> {
-    eng.tok
-        .encode(text, eng.tok.add_bos_default())
-        .map_err(|e| ApiError::invalid(format!("tokenizing the prompt: {e}")).param("prompt"))
+    text_prompt(&eng.tok, text).map_err(|e| ApiError::invalid(e.to_string()).param("prompt"))
 }
 
 /// Queues the job and answers (streaming or not).

@@ -9,6 +9,9 @@ use bitnet_gguf::{GgmlType, GgufWriter, MetadataValue};
 use bitnet_kernels::{i2s, ternarize_absmean};
 use half::f16;
 
+use bitnet_model::arch::{gguf_layer, hf_layer, LayerTensor, ModelTensor};
+use bitnet_model::gguf_meta::{write_metadata, Layout, TokenizerMeta};
+
 use crate::checkpoint::by_name;
 use crate::model::ModelDims;
 use crate::tokenizer::{read_bpe_vocab, BOS, EOS, EOT};
@@ -29,53 +32,31 @@ pub fn gguf_writer(
             dims.vocab
         );
     }
-    let arch = "bitnet-b1.58";
-    let k = |s: &str| format!("{arch}.{s}");
-    let mut w = GgufWriter::new();
-    w.add_metadata("general.architecture", arch)?;
-    w.add_metadata("general.name", name)?;
-    w.add_metadata(k("vocab_size"), dims.vocab as u32)?;
-    w.add_metadata(k("context_length"), dims.context as u32)?;
-    w.add_metadata(k("embedding_length"), dims.hidden as u32)?;
-    w.add_metadata(k("block_count"), dims.layers as u32)?;
-    w.add_metadata(k("feed_forward_length"), dims.intermediate as u32)?;
-    w.add_metadata(k("rope.dimension_count"), dims.head_dim() as u32)?;
-    w.add_metadata(k("attention.head_count"), dims.heads as u32)?;
-    w.add_metadata(k("attention.head_count_kv"), dims.kv_heads as u32)?;
-    w.add_metadata(k("attention.layer_norm_rms_epsilon"), dims.rms_eps)?;
-    w.add_metadata(k("rope.freq_base"), dims.rope_theta)?;
-    w.add_metadata("general.file_type", 40u32)?;
-    w.add_metadata("general.quantization_version", 2u32)?;
-    w.add_metadata("tokenizer.ggml.model", "gpt2")?;
-    w.add_metadata("tokenizer.ggml.pre", "gpt2")?;
+    let cfg = dims.config();
     let id_of = |t: &str| v.tokens.iter().position(|x| x == t).map(|i| i as u32);
-    let types: Vec<MetadataValue> = (0..v.tokens.len())
-        .map(|i| MetadataValue::I32(if v.special_ids.contains(&(i as u32)) { 3 } else { 1 }))
-        .collect();
-    w.add_metadata(
-        "tokenizer.ggml.tokens",
-        MetadataValue::Array(v.tokens.iter().cloned().map(MetadataValue::String).collect()),
-    )?;
-    w.add_metadata(
-        "tokenizer.ggml.scores",
-        MetadataValue::Array(vec![MetadataValue::F32(0.0); v.tokens.len()]),
-    )?;
-    w.add_metadata("tokenizer.ggml.token_type", MetadataValue::Array(types))?;
-    w.add_metadata(
-        "tokenizer.ggml.merges",
-        MetadataValue::Array(v.merges.iter().cloned().map(MetadataValue::String).collect()),
-    )?;
-    if let Some(b) = id_of(BOS) {
-        w.add_metadata("tokenizer.ggml.bos_token_id", b)?;
-    }
-    if let Some(e) = id_of(EOS) {
-        w.add_metadata("tokenizer.ggml.eos_token_id", e)?;
-    }
-    if let Some(e) = id_of(EOT) {
-        w.add_metadata("tokenizer.ggml.eot_token_id", e)?;
-    }
-    w.add_metadata("tokenizer.ggml.add_bos_token", true)?;
-    w.add_metadata("tokenizer.chat_template", crate::tokenizer::TRAINED_CHAT_TEMPLATE)?;
+    let tokenizer = TokenizerMeta {
+        model: "gpt2".to_string(),
+        pre: Some("gpt2".to_string()),
+        scores: Some(vec![0.0; v.tokens.len()]),
+        token_types: Some(
+            (0..v.tokens.len())
+                .map(|i| if v.special_ids.contains(&(i as u32)) { 3 } else { 1 })
+                .collect(),
+        ),
+        tokens: v.tokens.clone(),
+        merges: v.merges.clone(),
+        bos: id_of(BOS),
+        eos: id_of(EOS),
+        add_bos: Some(true),
+        chat_template: Some(crate::tokenizer::TRAINED_CHAT_TEMPLATE.to_string()),
+        extra: id_of(EOT)
+            .map(|e| ("tokenizer.ggml.eot_token_id".to_string(), MetadataValue::U32(e)))
+            .into_iter()
+            .collect(),
+        ..TokenizerMeta::default()
+    };
+    let mut w = GgufWriter::new();
+    write_metadata(&mut w, Layout::BitnetCpp, &cfg, name, &tokenizer)?;
 
     let m = by_name(values);
     let get = |n: &str| -> Result<&[f32]> { m.get(n).copied().with_context(|| format!("parameter '{n}' is missing")) };
@@ -85,91 +66,33 @@ pub fn gguf_writer(
         let scale = ternarize_absmean(v, &mut codes);
         Ok(i2s::encode(&codes, scale)?)
     };
-    let (h, f) = (dims.hidden as u64, dims.intermediate as u64);
-    let (q, kv) = (
-        (dims.heads * dims.head_dim()) as u64,
-        (dims.kv_heads * dims.head_dim()) as u64,
-    );
-    let emb: Vec<u8> = get("model.embed_tokens.weight")?
+    let emb: Vec<u8> = get(ModelTensor::Embedding.hf())?
         .iter()
         .flat_map(|&x| f16::from_f32(x).to_le_bytes())
         .collect();
-    w.add_tensor("token_embd.weight", &[h, dims.vocab as u64], GgmlType::F16, emb)?;
+    let h = dims.hidden as u64;
     w.add_tensor(
-        "output_norm.weight",
+        ModelTensor::Embedding.gguf(),
+        &[h, dims.vocab as u64],
+        GgmlType::F16,
+        emb,
+    )?;
+    w.add_tensor(
+        ModelTensor::FinalNorm.gguf(),
         &[h],
         GgmlType::F32,
-        f32_bytes(get("model.norm.weight")?),
+        f32_bytes(get(ModelTensor::FinalNorm.hf())?),
     )?;
     for i in 0..dims.layers {
-        let hf = |s: &str| format!("model.layers.{i}.{s}");
-        let g = |s: &str| format!("blk.{i}.{s}.weight");
-        w.add_tensor(
-            g("attn_norm"),
-            &[h],
-            GgmlType::F32,
-            f32_bytes(get(&hf("input_layernorm.weight"))?),
-        )?;
-        w.add_tensor(
-            g("attn_q"),
-            &[h, q],
-            GgmlType::I2_S,
-            ternary(get(&hf("self_attn.q_proj.weight"))?)?,
-        )?;
-        w.add_tensor(
-            g("attn_k"),
-            &[h, kv],
-            GgmlType::I2_S,
-            ternary(get(&hf("self_attn.k_proj.weight"))?)?,
-        )?;
-        w.add_tensor(
-            g("attn_v"),
-            &[h, kv],
-            GgmlType::I2_S,
-            ternary(get(&hf("self_attn.v_proj.weight"))?)?,
-        )?;
-        w.add_tensor(
-            g("attn_sub_norm"),
-            &[q],
-            GgmlType::F32,
-            f32_bytes(get(&hf("self_attn.attn_sub_norm.weight"))?),
-        )?;
-        w.add_tensor(
-            g("attn_output"),
-            &[q, h],
-            GgmlType::I2_S,
-            ternary(get(&hf("self_attn.o_proj.weight"))?)?,
-        )?;
-        w.add_tensor(
-            g("ffn_norm"),
-            &[h],
-            GgmlType::F32,
-            f32_bytes(get(&hf("post_attention_layernorm.weight"))?),
-        )?;
-        w.add_tensor(
-            g("ffn_gate"),
-            &[h, f],
-            GgmlType::I2_S,
-            ternary(get(&hf("mlp.gate_proj.weight"))?)?,
-        )?;
-        w.add_tensor(
-            g("ffn_up"),
-            &[h, f],
-            GgmlType::I2_S,
-            ternary(get(&hf("mlp.up_proj.weight"))?)?,
-        )?;
-        w.add_tensor(
-            g("ffn_sub_norm"),
-            &[f],
-            GgmlType::F32,
-            f32_bytes(get(&hf("mlp.ffn_sub_norm.weight"))?),
-        )?;
-        w.add_tensor(
-            g("ffn_down"),
-            &[f, h],
-            GgmlType::I2_S,
-            ternary(get(&hf("mlp.down_proj.weight"))?)?,
-        )?;
+        for t in LayerTensor::GGUF_ORDER {
+            let ggml_dims: Vec<u64> = cfg.layer_tensor_shape(t).iter().rev().map(|&d| d as u64).collect();
+            let v = get(&hf_layer(i, t))?;
+            if t.is_norm() {
+                w.add_tensor(gguf_layer(i, t), &ggml_dims, GgmlType::F32, f32_bytes(v))?;
+            } else {
+                w.add_tensor(gguf_layer(i, t), &ggml_dims, GgmlType::I2_S, ternary(v)?)?;
+            }
+        }
     }
     Ok(w)
 }

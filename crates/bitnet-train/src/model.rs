@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
+use bitnet_model::arch::{hf_layer, LayerTensor, ModelTensor};
 use bitnet_model::ops::Rope;
+use bitnet_model::{FfnActivation, ModelConfig};
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +37,27 @@ pub struct ModelDims {
 impl ModelDims {
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads.max(1)
+    }
+
+    /// The engine's configuration of a model of this shape (BitNet b1.58: squared ReLU, RoPE over
+    /// whole heads), which names and shapes its tensors and writes its GGUF metadata.
+    pub fn config(&self) -> ModelConfig {
+        ModelConfig {
+            arch: bitnet_model::arch::BITNET_B158.to_string(),
+            hidden_size: self.hidden,
+            intermediate_size: self.intermediate,
+            num_layers: self.layers,
+            num_heads: self.heads,
+            num_kv_heads: self.kv_heads,
+            head_dim: self.head_dim(),
+            rope_dim: self.head_dim(),
+            vocab_size: self.vocab,
+            context_length: self.context,
+            rope_theta: self.rope_theta,
+            rms_eps: self.rms_eps,
+            ffn_act: FfnActivation::Relu2,
+            ffn_act_reason: "trained by bitnet train (BitNet b1.58: squared ReLU)".to_string(),
+        }
     }
 
     /// Checks the shape is one the architecture (and the engine) supports.
@@ -106,46 +129,31 @@ pub struct TrainModel {
     dtype: DType,
 }
 
-/// Suffixes of one layer's parameters, in the order they are stored.
-pub const LAYER_PARAMS: [&str; 11] = [
-    "input_layernorm.weight",
-    "self_attn.q_proj.weight",
-    "self_attn.k_proj.weight",
-    "self_attn.v_proj.weight",
-    "self_attn.o_proj.weight",
-    "self_attn.attn_sub_norm.weight",
-    "post_attention_layernorm.weight",
-    "mlp.gate_proj.weight",
-    "mlp.up_proj.weight",
-    "mlp.down_proj.weight",
-    "mlp.ffn_sub_norm.weight",
+/// One layer's parameters, in the order they are stored (Hugging Face's module order).
+pub const LAYER_PARAMS: [LayerTensor; 11] = [
+    LayerTensor::AttnNorm,
+    LayerTensor::Q,
+    LayerTensor::K,
+    LayerTensor::V,
+    LayerTensor::O,
+    LayerTensor::AttnSubNorm,
+    LayerTensor::FfnNorm,
+    LayerTensor::Gate,
+    LayerTensor::Up,
+    LayerTensor::Down,
+    LayerTensor::FfnSubNorm,
 ];
 
 /// `(name, shape)` of every parameter of a model of shape `d`, in storage order.
 pub fn param_shapes(d: &ModelDims) -> Vec<(String, Vec<usize>)> {
-    let (h, f, q, kv) = (
-        d.hidden,
-        d.intermediate,
-        d.heads * d.head_dim(),
-        d.kv_heads * d.head_dim(),
-    );
-    let mut v = vec![("model.embed_tokens.weight".to_string(), vec![d.vocab, h])];
+    let cfg = d.config();
+    let mut v = vec![(ModelTensor::Embedding.hf().to_string(), vec![d.vocab, d.hidden])];
     for i in 0..d.layers {
-        for s in LAYER_PARAMS {
-            let shape = match s {
-                "input_layernorm.weight" | "post_attention_layernorm.weight" => vec![h],
-                "self_attn.q_proj.weight" => vec![q, h],
-                "self_attn.k_proj.weight" | "self_attn.v_proj.weight" => vec![kv, h],
-                "self_attn.o_proj.weight" => vec![h, q],
-                "self_attn.attn_sub_norm.weight" => vec![q],
-                "mlp.gate_proj.weight" | "mlp.up_proj.weight" => vec![f, h],
-                "mlp.down_proj.weight" => vec![h, f],
-                _ => vec![f],
-            };
-            v.push((format!("model.layers.{i}.{s}"), shape));
+        for t in LAYER_PARAMS {
+            v.push((hf_layer(i, t), cfg.layer_tensor_shape(t)));
         }
     }
-    v.push(("model.norm.weight".to_string(), vec![h]));
+    v.push((ModelTensor::FinalNorm.hf().to_string(), vec![d.hidden]));
     v
 }
 
@@ -303,7 +311,7 @@ impl TrainModel {
         }
         let (hd, nh, nkv) = (d.head_dim(), d.heads, d.kv_heads);
         let n = batch * seq;
-        let emb = self.param("model.embed_tokens.weight")?;
+        let emb = self.param(ModelTensor::Embedding.hf())?;
         let idt = Tensor::from_slice(ids, n, &self.device)?;
         let mut x = emb.embedding(&idt)?; // [n, h]
                                           // RoPE angles from the engine's own table, so both use the same f32 values.
@@ -333,11 +341,11 @@ impl TrainModel {
             Ok(Tensor::cat(&[a, b], D::Minus1)?)
         };
         for i in 0..d.layers {
-            let p = |s: &str| format!("model.layers.{i}.{s}");
-            let xn = self.rmsnorm(&x, &p("input_layernorm.weight"))?;
-            let q = self.linear(&xn, &p("self_attn.q_proj.weight"), ov)?;
-            let k = self.linear(&xn, &p("self_attn.k_proj.weight"), ov)?;
-            let v = self.linear(&xn, &p("self_attn.v_proj.weight"), ov)?;
+            let p = |t: LayerTensor| hf_layer(i, t);
+            let xn = self.rmsnorm(&x, &p(LayerTensor::AttnNorm))?;
+            let q = self.linear(&xn, &p(LayerTensor::Q), ov)?;
+            let k = self.linear(&xn, &p(LayerTensor::K), ov)?;
+            let v = self.linear(&xn, &p(LayerTensor::V), ov)?;
             let q = q.reshape((batch, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
             let k = k.reshape((batch, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let v = v.reshape((batch, seq, nkv, hd))?.transpose(1, 2)?.contiguous()?;
@@ -359,16 +367,16 @@ impl TrainModel {
             let probs = softmax_last(&scores)?;
             let att = probs.matmul(&v)?; // [b, nh, seq, hd]
             let att = att.transpose(1, 2)?.contiguous()?.reshape((n, nh * hd))?;
-            let att = self.rmsnorm(&att, &p("self_attn.attn_sub_norm.weight"))?;
-            x = (x + self.linear(&att, &p("self_attn.o_proj.weight"), ov)?)?;
-            let u = self.rmsnorm(&x, &p("post_attention_layernorm.weight"))?;
-            let g = self.linear(&u, &p("mlp.gate_proj.weight"), ov)?;
-            let up = self.linear(&u, &p("mlp.up_proj.weight"), ov)?;
+            let att = self.rmsnorm(&att, &p(LayerTensor::AttnSubNorm))?;
+            x = (x + self.linear(&att, &p(LayerTensor::O), ov)?)?;
+            let u = self.rmsnorm(&x, &p(LayerTensor::FfnNorm))?;
+            let g = self.linear(&u, &p(LayerTensor::Gate), ov)?;
+            let up = self.linear(&u, &p(LayerTensor::Up), ov)?;
             let hmid = (g.relu()?.sqr()? * up)?;
-            let hmid = self.rmsnorm(&hmid, &p("mlp.ffn_sub_norm.weight"))?;
-            x = (x + self.linear(&hmid, &p("mlp.down_proj.weight"), ov)?)?;
+            let hmid = self.rmsnorm(&hmid, &p(LayerTensor::FfnSubNorm))?;
+            x = (x + self.linear(&hmid, &p(LayerTensor::Down), ov)?)?;
         }
-        let xn = self.rmsnorm(&x, "model.norm.weight")?;
+        let xn = self.rmsnorm(&x, ModelTensor::FinalNorm.hf())?;
         Ok(xn.matmul(&emb.t()?)?)
     }
 }

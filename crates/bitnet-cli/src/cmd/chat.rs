@@ -9,7 +9,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
-use bitnet_engine::{generate, GenerateOptions, SamplerConfig, StopReason};
+use bitnet_engine::{chat_prompt, generate, ConversationCache, GenerateOptions, SamplerConfig, StopReason};
 use bitnet_model::{BitNetModel, InferenceState};
 use bitnet_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 
@@ -57,7 +57,7 @@ struct Session {
     template: ChatTemplate,
     state: InferenceState,
     /// The tokens whose K/V are in `state` (`state.pos` of them).
-    cached: Vec<u32>,
+    cached: ConversationCache,
     ctx: usize,
     sampler: SamplerConfig,
     n_predict: Option<usize>,
@@ -67,14 +67,7 @@ struct Session {
 impl Session {
     /// Renders the conversation, evaluates what the cache does not already hold, and streams the answer.
     fn answer(&mut self, messages: &[ChatMessage], out: &mut impl Write) -> Result<String> {
-        let text = self.template.render_for(&self.tok, messages, true)?;
-        let bos = self
-            .tok
-            .bos_id()
-            .and_then(|b| self.tok.token_text(b))
-            .unwrap_or_default();
-        let add_bos = self.tok.add_bos_default() && (bos.is_empty() || !text.starts_with(&bos));
-        let ids = self.tok.encode(&text, add_bos)?;
+        let ids = chat_prompt(&self.tok, &self.template, messages)?;
         if ids.len() >= self.ctx {
             bail!(
                 "the conversation has {} tokens and the context holds {}: /clear it (or raise -c)",
@@ -82,15 +75,7 @@ impl Session {
                 self.ctx
             );
         }
-        let common = self
-            .cached
-            .iter()
-            .zip(&ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len() - 1);
-        self.state.truncate(common);
-        self.cached.truncate(common);
+        let common = self.cached.reuse(&ids, &mut self.state);
         let room = self.ctx - ids.len();
         let opts = GenerateOptions {
             max_new_tokens: self.n_predict.map_or(room, |n| n.min(room)),
@@ -120,10 +105,7 @@ impl Session {
         GENERATING.store(false, Ordering::SeqCst);
         let (new, stats) = r?;
         writeln!(out)?;
-        let mut all = ids;
-        all.extend_from_slice(&new);
-        all.truncate(self.state.pos);
-        self.cached = all;
+        self.cached.record(&ids, &new, &self.state);
         let why = match stats.stop {
             StopReason::Cancelled => ", stopped",
             StopReason::Length => ", length limit",
@@ -158,7 +140,7 @@ pub fn run(a: Args) -> Result<()> {
         tok,
         template,
         state,
-        cached: Vec::new(),
+        cached: ConversationCache::default(),
         ctx,
         sampler,
         n_predict: usize::try_from(a.n_predict).ok(),

@@ -6,7 +6,6 @@
 //! types and order, one f32 scale after each tensor's codes); TQ2_0/TQ1_0 output follows llama.cpp's
 //! `bitnet` arch.
 
-pub mod metadata;
 pub mod tensors;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +16,9 @@ use bitnet_model::{detect, load_gguf, load_hf, BitNetModel, FfnActivation, Model
 
 use crate::progress;
 use crate::safe_write;
-pub use metadata::{Layout, TokenizerMeta};
+use bitnet_model::arch::{gguf_layer, LayerTensor, ModelTensor};
+use bitnet_model::gguf_meta as metadata;
+pub use bitnet_model::gguf_meta::{Layout, TokenizerMeta};
 pub use tensors::{HeadType, TernaryType};
 
 /// What `convert` does.
@@ -149,45 +150,47 @@ pub fn build_from_model(
     let pb = progress::bar(n_lin as u64 + 2, "converting", opts.quiet);
     let h = cfg.hidden_size as u64;
 
-    let (ty, data) = tensors::encode_float("token_embd.weight", &model.embed, opts.head_type)?;
-    w.add_tensor("token_embd.weight", &[h, model.embed.rows() as u64], ty, data)?;
+    let embd = ModelTensor::Embedding.gguf();
+    let (ty, data) = tensors::encode_float(embd, &model.embed, opts.head_type)?;
+    w.add_tensor(embd, &[h, model.embed.rows() as u64], ty, data)?;
     let tied = model.tied_head;
     if !tied {
-        let (ty, data) = tensors::encode_float("output.weight", &model.head, opts.head_type)?;
-        w.add_tensor("output.weight", &[h, model.head.rows() as u64], ty, data)?;
+        let out = ModelTensor::Head.gguf();
+        let (ty, data) = tensors::encode_float(out, &model.head, opts.head_type)?;
+        w.add_tensor(out, &[h, model.head.rows() as u64], ty, data)?;
     }
     pb.inc(1);
     w.add_tensor(
-        "output_norm.weight",
+        ModelTensor::FinalNorm.gguf(),
         &[model.final_norm.len() as u64],
         GgmlType::F32,
         tensors::f32_bytes(&model.final_norm),
     )?;
     pb.inc(1);
     for (i, l) in model.layers.iter().enumerate() {
-        for (n, v) in [
-            ("attn_norm", &l.attn_norm),
-            ("attn_sub_norm", &l.attn_sub_norm),
-            ("ffn_norm", &l.ffn_norm),
-            ("ffn_sub_norm", &l.ffn_sub_norm),
+        for (t, v) in [
+            (LayerTensor::AttnNorm, &l.attn_norm),
+            (LayerTensor::AttnSubNorm, &l.attn_sub_norm),
+            (LayerTensor::FfnNorm, &l.ffn_norm),
+            (LayerTensor::FfnSubNorm, &l.ffn_sub_norm),
         ] {
             w.add_tensor(
-                format!("blk.{i}.{n}.weight"),
+                gguf_layer(i, t),
                 &[v.len() as u64],
                 GgmlType::F32,
                 tensors::f32_bytes(v),
             )?;
         }
-        for (n, lin) in [
-            ("attn_q", &l.wq),
-            ("attn_k", &l.wk),
-            ("attn_v", &l.wv),
-            ("attn_output", &l.wo),
-            ("ffn_gate", &l.w_gate),
-            ("ffn_up", &l.w_up),
-            ("ffn_down", &l.w_down),
+        for (t, lin) in [
+            (LayerTensor::Q, &l.wq),
+            (LayerTensor::K, &l.wk),
+            (LayerTensor::V, &l.wv),
+            (LayerTensor::O, &l.wo),
+            (LayerTensor::Gate, &l.w_gate),
+            (LayerTensor::Up, &l.w_up),
+            (LayerTensor::Down, &l.w_down),
         ] {
-            let tname = format!("blk.{i}.{n}.weight");
+            let tname = gguf_layer(i, t);
             let data = tensors::encode_ternary(&tname, lin, opts.to, &mut |m| warnings.push(m))?;
             w.add_tensor(tname, &[lin.w.cols() as u64, lin.w.rows() as u64], opts.to.ggml(), data)?;
             pb.inc(1);

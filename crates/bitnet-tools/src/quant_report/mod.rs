@@ -22,17 +22,18 @@ use safetensors::Dtype;
 use serde::Serialize;
 
 use crate::progress;
+use bitnet_model::arch::LayerTensor;
 
 /// The seven projections of a layer: (Hugging Face name, short label, rows, cols) given the shapes.
 pub fn projections(h: usize, qd: usize, kvd: usize, ffn: usize) -> [(&'static str, &'static str, usize, usize); 7] {
     [
-        ("self_attn.q_proj", "q", qd, h),
-        ("self_attn.k_proj", "k", kvd, h),
-        ("self_attn.v_proj", "v", kvd, h),
-        ("self_attn.o_proj", "o", h, qd),
-        ("mlp.gate_proj", "gate", ffn, h),
-        ("mlp.up_proj", "up", ffn, h),
-        ("mlp.down_proj", "down", h, ffn),
+        (LayerTensor::Q.hf(), "q", qd, h),
+        (LayerTensor::K.hf(), "k", kvd, h),
+        (LayerTensor::V.hf(), "v", kvd, h),
+        (LayerTensor::O.hf(), "o", h, qd),
+        (LayerTensor::Gate.hf(), "gate", ffn, h),
+        (LayerTensor::Up.hf(), "up", ffn, h),
+        (LayerTensor::Down.hf(), "down", h, ffn),
     ]
 }
 

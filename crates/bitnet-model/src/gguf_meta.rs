@@ -1,5 +1,7 @@
-//! The metadata a converted GGUF carries: hyperparameters (from the loaded model's configuration) and the
-//! tokenizer (copied from a GGUF source, or rebuilt from `tokenizer.json` like bitnet.cpp's converter).
+//! The metadata every GGUF the project writes carries (`bitnet convert`, `bitnet synth`, `bitnet train
+//! --gguf`): hyperparameters from a [`ModelConfig`] and the tokenizer (copied from a GGUF source, or
+//! rebuilt from `tokenizer.json` like bitnet.cpp's converter). The one writer of model metadata; the
+//! key names come from [`crate::arch`].
 //!
 //! Two layouts: bitnet.cpp's official I2_S file (arch `bitnet-b1.58`, its key set and key order) and
 //! llama.cpp's `bitnet` arch (its converter's key names), plus `bitnet.hidden_activation` so engines that
@@ -7,9 +9,11 @@
 
 use std::path::Path;
 
+use crate::arch::{self, key};
+use crate::config::{FfnActivation, ModelConfig};
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::{GgufFile, GgufWriter, MetadataValue};
-use bitnet_model::{FfnActivation, ModelConfig, Tokenizer};
+use bitnet_tokenizer::Tokenizer;
 use bitnet_tokenizer::LLAMA3_REGEX;
 
 /// Score bitnet.cpp's converter gives added (special) tokens; normal tokens get 0.
@@ -232,8 +236,8 @@ pub enum Layout {
 /// Arch name of a layout.
 pub fn arch_of(layout: Layout) -> &'static str {
     match layout {
-        Layout::BitnetCpp => "bitnet-b1.58",
-        Layout::LlamaCpp { .. } => "bitnet",
+        Layout::BitnetCpp => arch::BITNET_B158,
+        Layout::LlamaCpp { .. } => arch::LLAMACPP_BITNET,
     }
 }
 
@@ -250,7 +254,7 @@ pub fn write_metadata(
     t: &TokenizerMeta,
 ) -> Result<()> {
     let a = arch_of(layout);
-    let k = |s: &str| format!("{a}.{s}");
+    let k = |s: &str| arch::arch_key(a, s);
     let mut put = |key: String, v: MetadataValue| w.add_metadata(key, v).map_err(anyhow::Error::from);
     let tokenizer = |put: &mut dyn FnMut(String, MetadataValue) -> Result<()>, with_scores: bool| -> Result<()> {
         put("tokenizer.ggml.model".into(), t.model.as_str().into())?;
@@ -281,74 +285,74 @@ pub fn write_metadata(
         }
         Ok(())
     };
-    put("general.architecture".into(), a.into())?;
+    put(key::ARCHITECTURE.into(), a.into())?;
     // The integer hyperparameters, by key; each layout writes them in its own converter's order.
     let hp = |put: &mut dyn FnMut(String, MetadataValue) -> Result<()>, key: &str| -> Result<()> {
         let v = match key {
-            "vocab_size" => cfg.vocab_size,
-            "context_length" => cfg.context_length,
-            "embedding_length" => cfg.hidden_size,
-            "block_count" => cfg.num_layers,
-            "feed_forward_length" => cfg.intermediate_size,
-            "rope.dimension_count" => cfg.rope_dim,
-            "attention.head_count" => cfg.num_heads,
-            "attention.head_count_kv" => cfg.num_kv_heads,
+            key::VOCAB_SIZE => cfg.vocab_size,
+            key::CONTEXT_LENGTH => cfg.context_length,
+            key::EMBEDDING_LENGTH => cfg.hidden_size,
+            key::BLOCK_COUNT => cfg.num_layers,
+            key::FEED_FORWARD_LENGTH => cfg.intermediate_size,
+            key::ROPE_DIMENSION_COUNT => cfg.rope_dim,
+            key::HEAD_COUNT => cfg.num_heads,
+            key::HEAD_COUNT_KV => cfg.num_kv_heads,
             _ => bail!("internal error: unknown hyperparameter {key}"),
         };
         put(k(key), u32_of(v, key)?.into())
     };
     match layout {
         Layout::BitnetCpp => {
-            put("general.name".into(), name.into())?;
+            put(key::NAME.into(), name.into())?;
             for key in [
-                "vocab_size",
-                "context_length",
-                "embedding_length",
-                "block_count",
-                "feed_forward_length",
-                "rope.dimension_count",
-                "attention.head_count",
-                "attention.head_count_kv",
+                key::VOCAB_SIZE,
+                key::CONTEXT_LENGTH,
+                key::EMBEDDING_LENGTH,
+                key::BLOCK_COUNT,
+                key::FEED_FORWARD_LENGTH,
+                key::ROPE_DIMENSION_COUNT,
+                key::HEAD_COUNT,
+                key::HEAD_COUNT_KV,
             ] {
                 hp(&mut put, key)?;
             }
             put("tokenizer.ggml.add_bos_token".into(), t.add_bos.unwrap_or(true).into())?;
-            put(k("attention.layer_norm_rms_epsilon"), cfg.rms_eps.into())?;
-            put(k("rope.freq_base"), cfg.rope_theta.into())?;
-            put("general.file_type".into(), 40u32.into())?;
+            put(k(key::RMS_EPS), cfg.rms_eps.into())?;
+            put(k(key::ROPE_FREQ_BASE), cfg.rope_theta.into())?;
+            put(key::FILE_TYPE.into(), 40u32.into())?;
             tokenizer(&mut put, true)?;
-            put("general.quantization_version".into(), 2u32.into())?;
+            put(key::QUANTIZATION_VERSION.into(), 2u32.into())?;
         }
         Layout::LlamaCpp { file_type } => {
-            put("general.type".into(), "model".into())?;
-            put("general.name".into(), name.into())?;
+            put(key::TYPE.into(), "model".into())?;
+            put(key::NAME.into(), name.into())?;
             for key in [
-                "vocab_size",
-                "block_count",
-                "context_length",
-                "embedding_length",
-                "feed_forward_length",
-                "attention.head_count",
-                "attention.head_count_kv",
-                "rope.dimension_count",
+                key::VOCAB_SIZE,
+                key::BLOCK_COUNT,
+                key::CONTEXT_LENGTH,
+                key::EMBEDDING_LENGTH,
+                key::FEED_FORWARD_LENGTH,
+                key::HEAD_COUNT,
+                key::HEAD_COUNT_KV,
+                key::ROPE_DIMENSION_COUNT,
             ] {
                 hp(&mut put, key)?;
             }
-            put(k("rope.freq_base"), cfg.rope_theta.into())?;
-            put(k("attention.layer_norm_rms_epsilon"), cfg.rms_eps.into())?;
+            put(k(key::ROPE_FREQ_BASE), cfg.rope_theta.into())?;
+            put(k(key::RMS_EPS), cfg.rms_eps.into())?;
             let act = match cfg.ffn_act {
                 FfnActivation::Relu2 => "relu2",
                 FfnActivation::Silu => "silu",
             };
-            put(k("hidden_activation"), act.into())?;
-            put(k("rope.scaling.type"), "linear".into())?;
-            put(k("rope.scaling.factor"), 1.0f32.into())?;
+            put(k(key::HIDDEN_ACTIVATION), act.into())?;
+            put(k(key::ROPE_SCALING_TYPE), "linear".into())?;
+            put(k(key::ROPE_SCALING_FACTOR), 1.0f32.into())?;
             if let Some(b) = t.add_bos {
                 put("tokenizer.ggml.add_bos_token".into(), b.into())?;
             }
             tokenizer(&mut put, false)?;
-            put("general.quantization_version".into(), 2u32.into())?;
-            put("general.file_type".into(), file_type.into())?;
+            put(key::QUANTIZATION_VERSION.into(), 2u32.into())?;
+            put(key::FILE_TYPE.into(), file_type.into())?;
         }
     }
     Ok(())
