@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use bitnet_model::{BitNetModel, FfnActivation, LoadOptions, Tokenizer};
+use bitnet_model::{BitNetModel, FfnActivation, LoadOptions};
+use bitnet_tokenizer::Tokenizer;
 use clap::Args;
 
 /// The demo model shipped in the binary (`models/bitnet-demo-i2_s.gguf`, made by `scripts/train-demo.sh`).
@@ -51,7 +52,7 @@ impl ModelArgs {
         let t0 = Instant::now();
         let (model, tok) = match &self.model {
             Some(p) if p.as_os_str() == "synth:tiny" => {
-                let bytes = bitnet_model::synth::synth_gguf_bytes(bitnet_model::synth::Shape::Tiny, 1)?;
+                let bytes = bitnet_tools::synth::synth_gguf_bytes(bitnet_tools::synth::Shape::Tiny, 1)?;
                 let g = bitnet_gguf::GgufFile::from_bytes(bytes, "synth:tiny")?;
                 bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
             }

@@ -16,7 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bitnet_model::{BitNetModel, InferenceState, Tokenizer, Workspace};
+use bitnet_model::{BitNetModel, InferenceState, Workspace};
+use bitnet_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::decoding::Decoding;

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bitnet_engine::{
     generate, Event, GenerateOptions, Job, SamplerConfig, Scheduler, SchedulerConfig, StopReason, SubmitError,
 };
-use bitnet_model::{BitNetModel, InferenceState, LoadOptions, Tokenizer};
+use bitnet_model::{BitNetModel, InferenceState, LoadOptions};
+use bitnet_tokenizer::Tokenizer;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 fn fixture() -> (BitNetModel, Tokenizer) {

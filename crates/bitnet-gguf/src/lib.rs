@@ -26,6 +26,8 @@
 //! # let _ = hidden;
 //! # Ok::<(), bitnet_gguf::GgufError>(())
 //! ```
+// Parsers and the server face input from outside: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;
 mod getters;

@@ -1,7 +1,7 @@
 //! The two inner loops of attention over an f32 or f16 KV cache (row `j` of a head starts at
 //! `j * stride + offset`): scores `K·q` and the probability-weighted sum
 //! of V rows. With a long context they dominate decoding after the weights, so each has an AVX-512
-//! kernel (query and output kept in registers) next to its scalar twin. Between them, [`softmax`]
+//! and an AVX2 kernel (the query heads of a group share each K/V load) next to its scalar twin. Between them, [`softmax`]
 //! turns scores into probabilities with a polynomial `exp` that every level evaluates with the same
 //! fused operations in the same order (libm's `expf`, one call per score, cost as much as the rest of
 //! attention at a 1024-token context).
@@ -85,6 +85,13 @@ pub fn attn_scores_with<T: KvElem>(
         unsafe { crate::x86::attention::scores_avx512(q, d, k, stride, offset, scale, out) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if level.clamp_to_cpu().has_avx2() {
+        // SAFETY: AVX2 + FMA + F16C are present (level clamped to the CPU); d > 0 and every row read
+        // is in bounds (checked above).
+        unsafe { crate::x86::attention_avx2::scores_avx2(q, d, k, stride, offset, scale, out) };
+        return;
+    }
     let _ = level;
     for (qh, oh) in q.chunks_exact(d).zip(out.chunks_exact_mut(n.max(1))) {
         for (j, o) in oh.iter_mut().enumerate() {
@@ -157,6 +164,13 @@ pub fn attn_weighted_sum_with<T: KvElem>(
         // SAFETY: AVX-512 F (+ F16C) is present (level clamped to the CPU); every row read is in bounds
         // (checked above), out holds hg heads of d values and p hg * n weights.
         unsafe { crate::x86::attention::weighted_sum_avx512(p, v, stride, offset, d, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level.clamp_to_cpu().has_avx2() {
+        // SAFETY: AVX2 + FMA + F16C are present (level clamped to the CPU); d > 0 and every row read
+        // is in bounds (checked above).
+        unsafe { crate::x86::attention_avx2::weighted_sum_avx2(p, v, stride, offset, d, out) };
         return;
     }
     let _ = level;

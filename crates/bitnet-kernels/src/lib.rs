@@ -9,10 +9,10 @@
 //! Every SIMD kernel has a scalar twin; [`simd_level`] picks the best level the CPU supports at run
 //! time (capped by `BITNET_SIMD` or [`set_simd_level`]). Weight bytes are borrowed through [`Bytes`]
 //! (usually a view into a memory-mapped file) and are never copied or expanded to f32.
-#![deny(unsafe_op_in_unsafe_fn)]
 
 mod act_quant;
 pub mod attention;
+pub(crate) mod blocks;
 mod bytes;
 mod error;
 mod float;

@@ -237,6 +237,36 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 impl BitNetModel {
+    /// Bytes of weights one decode step reads: every ternary matrix, the output head, one embedding
+    /// row (what decoding speed is measured against).
+    pub fn weight_bytes_per_token(&self) -> f64 {
+        let mut b = 0usize;
+        for l in &self.layers {
+            for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                b += lin.w.data().len();
+            }
+        }
+        b += self.head.data().len();
+        b += self.embed.data().len() / self.embed.rows().max(1);
+        b as f64
+    }
+
+    /// Parameters: ternary weights, embedding, head when untied, norms.
+    pub fn param_count(&self) -> f64 {
+        let mut p = 0usize;
+        for l in &self.layers {
+            for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                p += lin.w.rows() * lin.w.cols();
+            }
+            p += l.attn_norm.len() + l.attn_sub_norm.len() + l.ffn_norm.len() + l.ffn_sub_norm.len();
+        }
+        p += self.embed.rows() * self.embed.cols() + self.final_norm.len();
+        if !self.tied_head {
+            p += self.head.rows() * self.head.cols();
+        }
+        p as f64
+    }
+
     /// Requantizes the output head to Q8_0 (`--head-type q8_0`): about half the bytes of an F16 head
     /// read per token, for slightly different logits. The embedding lookup keeps the file's table, so a
     /// tied model holds both (the extra memory is the Q8_0 copy). A head that is already Q8_0 is kept.

@@ -13,8 +13,8 @@ use crate::arch::{self, key};
 use crate::config::{FfnActivation, ModelConfig};
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::{GgufFile, GgufWriter, MetadataValue};
-use bitnet_tokenizer::Tokenizer;
 use bitnet_tokenizer::LLAMA3_REGEX;
+use bitnet_tokenizer::{GgufVocab, Tokenizer};
 
 /// Score bitnet.cpp's converter gives added (special) tokens; normal tokens get 0.
 const ADDED_TOKEN_SCORE: f32 = -1000.0;
@@ -42,6 +42,9 @@ pub struct TokenizerMeta {
     pub pre_reason: String,
 }
 
+/// The end-of-turn token key (kept among the `extra` keys so that it is copied in file order).
+const EOT_KEY: &str = "tokenizer.ggml.eot_token_id";
+
 /// The pre-tokenizer name llama.cpp knows for a Llama-3 tokenizer.
 pub const LLAMA_BPE: &str = "llama-bpe";
 
@@ -50,6 +53,21 @@ impl TokenizerMeta {
     /// Llama-3's (the official 2B-4T file lacks it, and llama.cpp then falls back to a regex that splits
     /// text differently from Hugging Face).
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let mut m = Self::read_gguf(g)?;
+        m.pre_reason = match &m.pre {
+            Some(p) => format!("copied from the input ({p})"),
+            None if m.model == "gpt2" && m.tokens.iter().any(|t| t == "<|begin_of_text|>") => {
+                m.pre = Some(LLAMA_BPE.to_string());
+                "set to llama-bpe: the input has none and its vocabulary is Llama-3's".to_string()
+            }
+            None => "left unset: the input has none and the vocabulary is not recognisably Llama-3's".to_string(),
+        };
+        Ok(m)
+    }
+
+    /// The `tokenizer.*` keys of a GGUF file as they are (every value checked for its type, errors
+    /// naming the key): what the loader builds the tokenizer from and what `convert` copies.
+    pub fn read_gguf(g: &GgufFile) -> Result<Self> {
         let mut m = TokenizerMeta {
             model: g.get_str("tokenizer.ggml.model")?.to_string(),
             tokens: g
@@ -70,19 +88,38 @@ impl TokenizerMeta {
                 "tokenizer.ggml.eos_token_id" => m.eos = Some(g.get_u32(k)?),
                 "tokenizer.ggml.add_bos_token" => m.add_bos = Some(g.get_bool(k)?),
                 "tokenizer.chat_template" => m.chat_template = Some(g.get_str(k)?.to_string()),
+                EOT_KEY => {
+                    g.get_u32(k)?;
+                    m.extra.push((k.clone(), v.clone()))
+                }
                 _ if k.starts_with("tokenizer.") => m.extra.push((k.clone(), v.clone())),
                 _ => {}
             }
         }
-        m.pre_reason = match &m.pre {
-            Some(p) => format!("copied from the input ({p})"),
-            None if m.model == "gpt2" && m.tokens.iter().any(|t| t == "<|begin_of_text|>") => {
-                m.pre = Some(LLAMA_BPE.to_string());
-                "set to llama-bpe: the input has none and its vocabulary is Llama-3's".to_string()
-            }
-            None => "left unset: the input has none and the vocabulary is not recognisably Llama-3's".to_string(),
-        };
         Ok(m)
+    }
+
+    /// What the tokenizer crate builds a tokenizer from.
+    pub fn into_vocab(self) -> GgufVocab {
+        let eot_id = self
+            .extra
+            .iter()
+            .find(|(k, _)| k == EOT_KEY)
+            .and_then(|(_, v)| v.as_integer())
+            .and_then(|v| u32::try_from(v).ok());
+        GgufVocab {
+            model: self.model,
+            tokens: self.tokens,
+            token_types: self.token_types,
+            merges: self.merges,
+            scores: self.scores,
+            pre: self.pre,
+            bos_id: self.bos,
+            eos_id: self.eos,
+            eot_id,
+            add_bos: self.add_bos,
+            chat_template: self.chat_template,
+        }
     }
 
     /// Rebuilds the GGUF vocabulary from a Hugging Face folder's `tokenizer.json` the way bitnet.cpp's

@@ -1,5 +1,5 @@
-//! BitNet b1.58 models: configuration, loading from GGUF and Hugging Face folders, the forward pass
-//! and the KV cache.
+//! BitNet b1.58 models: the architecture table, configuration, loading from GGUF and Hugging Face
+//! folders, the GGUF metadata writer, the forward pass and the KV cache.
 //!
 //! ```no_run
 //! use bitnet_model::{load, LoadOptions, InferenceState, LogitsWanted};
@@ -18,9 +18,7 @@ pub mod inspect;
 pub mod kv_cache;
 pub mod load_gguf;
 pub mod load_hf;
-pub mod npy;
 pub mod ops;
-pub mod synth;
 pub mod ternarize;
 
 use std::io::Read;
@@ -28,7 +26,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, QuantScratch, Workspace};
-pub use bitnet_tokenizer::Tokenizer;
+use bitnet_tokenizer::Tokenizer;
 pub use config::{FfnActivation, ModelConfig};
 pub use kv_cache::{KvCache, KvData, KvLayer, KvType};
 

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::{GgmlType, GgufFile, TensorInfo};
 use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryMatrix};
-use bitnet_tokenizer::{GgufVocab, Tokenizer};
+use bitnet_tokenizer::Tokenizer;
 
 use crate::arch::{gguf_layer, LayerTensor, ModelTensor};
 use crate::bitnet::{BitNetModel, Layer, Linear};
 use crate::config::{FfnActivation, ModelConfig};
+use crate::gguf_meta::TokenizerMeta;
 use crate::ops::Rope;
 use crate::ternarize::{ternary_from_float, FloatToTernary};
 
@@ -29,54 +30,10 @@ pub fn from_gguf(gguf: &GgufFile, ffn_override: Option<FfnActivation>) -> Result
     Ok((model, tokenizer))
 }
 
-/// The tokenizer described by the `tokenizer.ggml.*` keys.
+/// The tokenizer described by the `tokenizer.*` keys (read once, by [`TokenizerMeta::read_gguf`],
+/// which `bitnet convert` also uses).
 pub fn tokenizer_from_gguf(g: &GgufFile) -> Result<Tokenizer> {
-    let opt_u32 = |key: &str| -> Result<Option<u32>> {
-        match g.get(key) {
-            Some(_) => Ok(Some(g.get_u32(key)?)),
-            None => Ok(None),
-        }
-    };
-    let opt_str = |key: &str| -> Result<Option<String>> {
-        match g.get(key) {
-            Some(_) => Ok(Some(g.get_str(key)?.to_string())),
-            None => Ok(None),
-        }
-    };
-    let vocab = GgufVocab {
-        model: g.get_str("tokenizer.ggml.model")?.to_string(),
-        tokens: g
-            .get_str_array("tokenizer.ggml.tokens")?
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
-        token_types: match g.get("tokenizer.ggml.token_type") {
-            Some(_) => Some(g.get_i32_array("tokenizer.ggml.token_type")?),
-            None => None,
-        },
-        merges: match g.get("tokenizer.ggml.merges") {
-            Some(_) => g
-                .get_str_array("tokenizer.ggml.merges")?
-                .into_iter()
-                .map(str::to_string)
-                .collect(),
-            None => Vec::new(),
-        },
-        scores: match g.get("tokenizer.ggml.scores") {
-            Some(_) => Some(g.get_f32_array("tokenizer.ggml.scores")?),
-            None => None,
-        },
-        pre: opt_str("tokenizer.ggml.pre")?,
-        bos_id: opt_u32("tokenizer.ggml.bos_token_id")?,
-        eos_id: opt_u32("tokenizer.ggml.eos_token_id")?,
-        eot_id: opt_u32("tokenizer.ggml.eot_token_id")?,
-        add_bos: match g.get("tokenizer.ggml.add_bos_token") {
-            Some(_) => Some(g.get_bool("tokenizer.ggml.add_bos_token")?),
-            None => None,
-        },
-        chat_template: opt_str("tokenizer.chat_template")?,
-    };
-    Ok(Tokenizer::from_gguf_vocab(vocab)?)
+    Ok(Tokenizer::from_gguf_vocab(TokenizerMeta::read_gguf(g)?.into_vocab())?)
 }
 
 /// Maps a GGUF float/quantized type to the kernels' float formats.

@@ -7,7 +7,8 @@ use common::*;
 
 use bitnet_kernels::ops::attention::{attention, AttnShape};
 use bitnet_model::ops;
-use bitnet_model::{npy, QuantScratch};
+use bitnet_model::QuantScratch;
+use bitnet_tools::npy;
 
 const TOL: f32 = 1e-5;
 

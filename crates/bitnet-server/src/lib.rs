@@ -9,6 +9,8 @@
 //! Errors are OpenAI-shaped (`{"error": {"message", "type", "param", "code"}}`):
 //! 400 bad JSON / wrong types / out-of-range values / `max_tokens` beyond the context, 401 bad key,
 //! 404 unknown model or route, 413 body over the limit, 429 queue full, 503 loading or shutting down.
+// Parsers and the server face input from outside: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod error;
 pub mod generation;
@@ -24,8 +26,9 @@ use anyhow::{Context, Result};
 use axum::routing::{get, post};
 use axum::Router;
 use bitnet_engine::{Scheduler, SchedulerConfig};
-use bitnet_model::{BitNetModel, Tokenizer};
+use bitnet_model::BitNetModel;
 use bitnet_tokenizer::ChatTemplate;
+use bitnet_tokenizer::Tokenizer;
 
 /// How the server runs.
 #[derive(Clone, Debug)]

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bitnet_engine::{generate, GenerateOptions, SamplerConfig};
-use bitnet_model::{BitNetModel, InferenceState, LoadOptions, Tokenizer};
+use bitnet_model::{BitNetModel, InferenceState, LoadOptions};
 use bitnet_server::{serve, ServerConfig};
+use bitnet_tokenizer::Tokenizer;
 use bitnet_tokenizer::{ChatMessage, ChatTemplate};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;

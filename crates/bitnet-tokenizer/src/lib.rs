@@ -28,6 +28,8 @@
 //! # Ok(())
 //! # }
 //! ```
+// Parsers and the server face input from outside: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod byte_level;
 pub mod chat_template;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bitnet_gguf::GgufFile;
 use bitnet_kernels::i2s;
-use bitnet_model::npy;
+use bitnet_tools::npy;
 use bitnet_tools::quant_report::{calib, plot, table, tensor_report, Report};
 
 fn fixture(p: &str) -> PathBuf {

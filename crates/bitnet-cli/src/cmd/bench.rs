@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use bitnet_engine::rng::Rng;
 use bitnet_kernels::{pool, simd_level};
 use bitnet_model::{BitNetModel, InferenceState, LogitsWanted, Workspace};
 use serde_json::json;
@@ -79,73 +80,6 @@ fn mean_std(x: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// A small xorshift generator: the ids only need to be arbitrary and repeatable.
-struct Rng(u64);
-impl Rng {
-    fn ids(&mut self, n: usize, vocab: usize) -> Vec<u32> {
-        (0..n)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                (self.0 % vocab as u64) as u32
-            })
-            .collect()
-    }
-}
-
-/// Bytes of weights one decode step reads: every ternary matrix, the output head, one embedding row.
-fn weight_bytes_per_token(m: &BitNetModel) -> f64 {
-    let mut b = 0usize;
-    for l in &m.layers {
-        for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-            b += lin.w.data().len();
-        }
-    }
-    b += m.head.data().len();
-    b += m.embed.data().len() / m.embed.rows().max(1);
-    b as f64
-}
-
-/// Parameters: ternary weights, embedding, head when untied, norms.
-fn param_count(m: &BitNetModel) -> f64 {
-    let mut p = 0usize;
-    for l in &m.layers {
-        for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-            p += lin.w.rows() * lin.w.cols();
-        }
-        p += l.attn_norm.len() + l.attn_sub_norm.len() + l.ffn_norm.len() + l.ffn_sub_norm.len();
-    }
-    p += m.embed.rows() * m.embed.cols() + m.final_norm.len();
-    if !m.tied_head {
-        p += m.head.rows() * m.head.cols();
-    }
-    p as f64
-}
-
-/// Best-of-5 read bandwidth (GB/s) over a 1 GiB buffer, split over the worker pool like the kernels.
-fn measure_read_bandwidth() -> f64 {
-    const WORDS: usize = (1 << 30) / 8;
-    let buf: Vec<u64> = (0..WORDS as u64).collect();
-    let tasks = pool::num_threads() * 8;
-    let chunk = WORDS.div_ceil(tasks);
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let sums: Vec<std::sync::atomic::AtomicU64> = (0..tasks).map(|_| Default::default()).collect();
-        let t0 = Instant::now();
-        pool::run(tasks, |i| {
-            let a = (i * chunk).min(WORDS);
-            let e = (a + chunk).min(WORDS);
-            let s = buf[a..e].iter().fold(0u64, |acc, &v| acc.wrapping_add(v));
-            sums[i].store(s, std::sync::atomic::Ordering::Relaxed);
-        });
-        let dt = t0.elapsed().as_secs_f64();
-        std::hint::black_box(&sums);
-        best = best.max((WORDS * 8) as f64 / dt / 1e9);
-    }
-    best
-}
-
 fn time<F: FnMut() -> Result<()>>(mut f: F) -> Result<f64> {
     let t0 = Instant::now();
     f()?;
@@ -169,8 +103,11 @@ pub fn run(a: Args) -> Result<()> {
     let (m, _tok) = a.model.load()?;
     let load_s = t_load.elapsed().as_secs_f64();
     let vocab = m.cfg.vocab_size;
-    let mut rng = Rng(a.seed.max(1));
-    let bytes_tok = weight_bytes_per_token(&m);
+    let mut rng = Rng::new(a.seed);
+    // Arbitrary, repeatable token ids.
+    let mut ids_of =
+        |n: usize, vocab: usize| -> Vec<u32> { (0..n).map(|_| (rng.next_u64() % vocab as u64) as u32).collect() };
+    let bytes_tok = BitNetModel::weight_bytes_per_token(&m);
     let mut results: Vec<TestResult> = Vec::new();
     let depth = a.ctx_depth.unwrap_or(0);
     // Saturating: absurd -n/-d values become a context too large to allocate (a clear error), not an overflow.
@@ -186,7 +123,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut st = InferenceState::try_new(&m, ctx)?;
 
     if a.n_prompt > 0 {
-        let ids = rng.ids(a.n_prompt, vocab);
+        let ids = ids_of(a.n_prompt, vocab);
         let mut samples = Vec::new();
         for rep in 0..=a.reps {
             st.reset();
@@ -220,8 +157,8 @@ pub fn run(a: Args) -> Result<()> {
             })?;
             Ok(steps.len() as f64 / dt)
         };
-        let (pre, steps) = (rng.ids(PREFIX, vocab), rng.ids(a.n_gen, vocab));
-        let deep = (depth > 0).then(|| (rng.ids(depth, vocab), rng.ids(a.n_gen, vocab)));
+        let (pre, steps) = (ids_of(PREFIX, vocab), ids_of(a.n_gen, vocab));
+        let deep = (depth > 0).then(|| (ids_of(depth, vocab), ids_of(a.n_gen, vocab)));
         let (mut short, mut long, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for rep in 0..=a.reps {
             let s = decode_once(&pre, &steps)?;
@@ -259,8 +196,8 @@ pub fn run(a: Args) -> Result<()> {
                 .map(|_| InferenceState::try_new(&m, PREFIX.saturating_add(a.n_gen).saturating_add(1)))
                 .collect::<Result<_>>()?;
             let mut ws = Workspace::new();
-            let steps: Vec<Vec<u32>> = (0..a.n_gen).map(|_| rng.ids(b, vocab)).collect();
-            let pre: Vec<Vec<u32>> = (0..b).map(|_| rng.ids(PREFIX, vocab)).collect();
+            let steps: Vec<Vec<u32>> = (0..a.n_gen).map(|_| ids_of(b, vocab)).collect();
+            let pre: Vec<Vec<u32>> = (0..b).map(|_| ids_of(PREFIX, vocab)).collect();
             let mut samples = Vec::new();
             for rep in 0..=a.reps {
                 for (s, p) in states.iter_mut().zip(&pre) {
@@ -288,7 +225,11 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
 
-    let membw = if a.membw { Some(measure_read_bandwidth()) } else { None };
+    let membw = if a.membw {
+        Some(bitnet_tools::membw::measure_read_bandwidth())
+    } else {
+        None
+    };
     let model_name = a
         .model
         .model
@@ -303,7 +244,7 @@ pub fn run(a: Args) -> Result<()> {
         .and_then(|p| std::fs::metadata(p).ok())
         .map(|md| md.len())
         .unwrap_or(0);
-    let params = param_count(&m);
+    let params = BitNetModel::param_count(&m);
     let backend = format!("CPU ({})", simd_level().name());
     let threads = pool::num_threads();
     let eff = |r: &TestResult| {

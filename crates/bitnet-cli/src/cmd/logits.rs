@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use bitnet_model::{npy, InferenceState, LogitsWanted};
+use bitnet_model::{InferenceState, LogitsWanted};
+use bitnet_tools::npy;
 
 use crate::common::{parse_token_list, ModelArgs};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bitnet_model::synth::{self, Shape};
+use bitnet_tools::synth::{self, Shape};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -6,12 +6,12 @@
 //! Scales/mins: for `j < 4`, `sc = s[j] & 63`, `m = s[j + 4] & 63`; for `j >= 4`,
 //! `sc = s[j + 4] & 15 | (s[j - 4] >> 6) << 4`, `m = s[j + 4] >> 4 | (s[j] >> 6) << 4`.
 
+use crate::blocks::{f16_le, Block, BlockQ4K};
 use crate::float::{dot_f32_scalar, dot_f32_slices};
 use crate::simd::SimdLevel;
-use half::f16;
 
 pub(crate) const BLOCK: usize = 256;
-pub(crate) const BLOCK_BYTES: usize = 144;
+pub(crate) const BLOCK_BYTES: usize = BlockQ4K::BYTES;
 
 /// (scale, min) of sub-block `j` (0..8).
 #[inline]
@@ -27,10 +27,9 @@ fn scale_min(j: usize, s: &[u8]) -> (u8, u8) {
 }
 
 pub(crate) fn dequantize_block(blk: &[u8], out: &mut [f32]) {
-    let d = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
-    let dmin = f16::from_bits(u16::from_le_bytes([blk[2], blk[3]])).to_f32();
-    let s = &blk[4..16];
-    let qs = &blk[16..144];
+    let b = BlockQ4K::view(blk);
+    let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+    let (s, qs) = (&b.scales, &b.qs);
     for k in 0..4 {
         let (sc1, m1) = scale_min(2 * k, s);
         let (sc2, m2) = scale_min(2 * k + 1, s);
@@ -62,6 +61,7 @@ pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
 /// Builds a block from its integer fields (6-bit `sc`/`m`, 4-bit `q`); for tests.
 #[cfg(test)]
 pub(crate) fn encode_block(d: f32, dmin: f32, sc: &[u8; 8], m: &[u8; 8], q: &[u8; 256]) -> Vec<u8> {
+    use half::f16;
     let mut s = [0u8; 12];
     for j in 0..8 {
         if j < 4 {

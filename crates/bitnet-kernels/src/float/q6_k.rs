@@ -6,18 +6,17 @@
 //! value `l + 64` is `ql[l] >> 4 | (qh[l] >> 4 & 3) << 4`, value `l + 96` is
 //! `ql[l + 32] >> 4 | (qh[l] >> 6) << 4`; value `v` uses scale `v / 16`.
 
+use crate::blocks::{f16_le, Block, BlockQ6K};
 use crate::float::{dot_f32_scalar, dot_f32_slices};
 use crate::simd::SimdLevel;
-use half::f16;
 
 pub(crate) const BLOCK: usize = 256;
-pub(crate) const BLOCK_BYTES: usize = 210;
+pub(crate) const BLOCK_BYTES: usize = BlockQ6K::BYTES;
 
 pub(crate) fn dequantize_block(blk: &[u8], out: &mut [f32]) {
-    let (ql, rest) = blk.split_at(128);
-    let (qh, rest) = rest.split_at(64);
-    let (sc, dd) = rest.split_at(16);
-    let d = f16::from_bits(u16::from_le_bytes([dd[0], dd[1]])).to_f32();
+    let b = BlockQ6K::view(blk);
+    let (ql, qh, sc) = (&b.ql, &b.qh, &b.scales);
+    let d = f16_le(b.d);
     for h in 0..2 {
         let (ql, qh, sc, y) = (&ql[64 * h..], &qh[32 * h..], &sc[8 * h..], &mut out[128 * h..]);
         for l in 0..32 {
@@ -27,10 +26,10 @@ pub(crate) fn dequantize_block(blk: &[u8], out: &mut [f32]) {
             let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
             let q4 = ((ql[l + 32] >> 4) | ((qh[l] >> 6) << 4)) as i32 - 32;
             // Same association as ggml: (d * scale) * q.
-            y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
-            y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
-            y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;
-            y[l + 96] = d * f32::from(sc[is + 6] as i8) * q4 as f32;
+            y[l] = d * f32::from(sc[is]) * q1 as f32;
+            y[l + 32] = d * f32::from(sc[is + 2]) * q2 as f32;
+            y[l + 64] = d * f32::from(sc[is + 4]) * q3 as f32;
+            y[l + 96] = d * f32::from(sc[is + 6]) * q4 as f32;
         }
     }
 }
@@ -53,6 +52,7 @@ pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
 /// bit layout; for tests.
 #[cfg(test)]
 pub(crate) fn encode_block(d: f32, scales: &[i8; 16], q: &[u8; 256]) -> Vec<u8> {
+    use half::f16;
     let mut ql = [0u8; 128];
     let mut qh = [0u8; 64];
     for h in 0..2 {

@@ -1,22 +1,24 @@
 //! Q8_0 (ggml): blocks of 32 values, 34 bytes: f16 scale `d`, then 32 int8 `q`; value = `d * q`.
 
+use crate::blocks::{Block, BlockQ8_0};
 use crate::float::dot_f32_scalar;
 use crate::simd::SimdLevel;
 use half::f16;
 
 pub(crate) const BLOCK: usize = 32;
-pub(crate) const BLOCK_BYTES: usize = 34;
+pub(crate) const BLOCK_BYTES: usize = BlockQ8_0::BYTES;
 
 #[inline]
 fn scale(blk: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32()
+    BlockQ8_0::view(blk).scale()
 }
 
 pub(crate) fn dequantize(row: &[u8], out: &mut [f32]) {
     for (blk, o) in row.chunks_exact(BLOCK_BYTES).zip(out.chunks_exact_mut(BLOCK)) {
-        let d = scale(blk);
-        for (v, &q) in o.iter_mut().zip(&blk[2..]) {
-            *v = d * f32::from(q as i8);
+        let b = BlockQ8_0::view(blk);
+        let d = b.scale();
+        for (v, &q) in o.iter_mut().zip(&b.qs) {
+            *v = d * f32::from(q);
         }
     }
 }
@@ -41,8 +43,8 @@ pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
             let mut acc = 0.0f32;
             let mut buf = [0.0f32; BLOCK];
             for (blk, xb) in row.chunks_exact(BLOCK_BYTES).zip(x.chunks_exact(BLOCK)) {
-                for (v, &q) in buf.iter_mut().zip(&blk[2..]) {
-                    *v = f32::from(q as i8);
+                for (v, &q) in buf.iter_mut().zip(&BlockQ8_0::view(blk).qs) {
+                    *v = f32::from(q);
                 }
                 acc += scale(blk) * dot_f32_scalar(&buf, xb);
             }
@@ -54,13 +56,13 @@ pub(crate) fn dot(level: SimdLevel, row: &[u8], x: &[f32]) -> f32 {
 /// ggml's reference quantizer (`d = max|x| / 127`, `q = round(x / d)`, ties away from zero) of whole
 /// blocks: `out` holds `x.len() / 32 * 34` bytes.
 pub(crate) fn quantize_into(x: &[f32], out: &mut [u8]) {
-    for (xb, ob) in x.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK_BYTES)) {
+    for (xb, ob) in x.chunks_exact(BLOCK).zip(BlockQ8_0::slice_mut(out)) {
         let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        ob[..2].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
-        for (o, v) in ob[2..].iter_mut().zip(xb) {
-            *o = (v * id).round().clamp(-127.0, 127.0) as i8 as u8;
+        ob.d = f16::from_f32(d).to_bits().to_le_bytes();
+        for (o, v) in ob.qs.iter_mut().zip(xb) {
+            *o = (v * id).round().clamp(-127.0, 127.0) as i8;
         }
     }
 }

@@ -50,6 +50,26 @@ pub(crate) trait BlockLayout: Layout {
     fn block_scale(blk: &[u8]) -> f32;
     /// A block's unsigned codes (`value + 1`, 0..=2) in value order.
     fn unsigned_block(blk: &[u8], u: &mut [u8]);
+    /// A block's values as -1/0/1 in value order.
+    fn decode_block(blk: &[u8], vals: &mut [i8]);
+}
+
+/// [`Layout::row_codes`] of a block layout: each block decoded in turn.
+pub(crate) fn block_row_codes<L: BlockLayout>(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
+    for (blk, vals) in m
+        .row_bytes(r)
+        .chunks_exact(L::BLOCK_BYTES)
+        .zip(out.chunks_exact_mut(L::BLOCK))
+    {
+        L::decode_block(blk, vals);
+    }
+}
+
+/// [`Layout::row_scales`] of a block layout: each block's own scale.
+pub(crate) fn block_row_scales<L: BlockLayout>(m: &TernaryMatrix, r: usize, out: &mut [f32]) {
+    for (o, blk) in out.iter_mut().zip(m.row_bytes(r).chunks_exact(L::BLOCK_BYTES)) {
+        *o = L::block_scale(blk);
+    }
 }
 
 /// A layout's functions with its kernel for every [`SimdLevel`], chosen once per matrix.

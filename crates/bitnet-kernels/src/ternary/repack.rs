@@ -7,6 +7,7 @@ use super::tq1_0::Tq1;
 use super::tq2_0::Tq2;
 use super::triple5::Triple5;
 use super::{i2s, tq1_0, tq2_0, triple5, TernaryFormat, TernaryMatrix};
+use crate::blocks::{Block, BlockTq1_0};
 use crate::bytes::Bytes;
 use crate::simd::simd_level;
 
@@ -119,7 +120,7 @@ impl TernaryMatrix {
                     .zip(o.chunks_exact_mut(tq2_0::BLOCK_BYTES))
                 {
                     tq1_0::unsigned_block(blk, &mut u);
-                    tq2_0::pack_unsigned_block(&u, [blk[52], blk[53]], ob);
+                    tq2_0::pack_unsigned_block(&u, BlockTq1_0::view(blk).d, ob);
                 }
             }
         });

@@ -10,16 +10,17 @@
 //! 0..160), `qs[32..48]` hold `160 + 16i + m` (byte `32 + m`: values 160..240), and `qh[j]` holds
 //! `240 + 4i + j` (i < 4).
 
+use crate::blocks::{Block, BlockTq1_0};
 use crate::error::KernelError;
 use crate::operands::{OutRows, QTokens};
-use crate::ternary::layout::{BlockLayout, Layout};
+use crate::ternary::layout::{block_row_codes, block_row_scales, BlockLayout, Layout};
 use crate::ternary::{TernaryFormat, TernaryMatrix};
 use half::f16;
 
 /// Values per block.
 pub const BLOCK: usize = 256;
 /// Bytes per block.
-pub const BLOCK_BYTES: usize = 54;
+pub const BLOCK_BYTES: usize = BlockTq1_0::BYTES;
 
 const POW3: [u8; 5] = [1, 3, 9, 27, 81];
 
@@ -52,20 +53,21 @@ pub(crate) fn trit(byte: u8, i: usize) -> u8 {
 /// Unsigned codes (`value + 1`, 0..=2) of one block's 256 values, in value order.
 pub(crate) fn unsigned_block(blk: &[u8], u: &mut [u8]) {
     // Fixed sizes so that the loops vectorize.
-    let (Some(b), Some(u)) = (blk.first_chunk::<52>(), u.first_chunk_mut::<256>()) else {
-        panic!("unsigned_block: a block is 54 bytes and 256 values");
+    let b = BlockTq1_0::view(blk);
+    let Some(u) = u.first_chunk_mut::<256>() else {
+        panic!("unsigned_block: a block holds 256 values");
     };
     for i in 0..5 {
         for m in 0..32 {
-            u[32 * i + m] = trit(b[m], i);
+            u[32 * i + m] = trit(b.qs[m], i);
         }
         for m in 0..16 {
-            u[160 + 16 * i + m] = trit(b[32 + m], i);
+            u[160 + 16 * i + m] = trit(b.qs[32 + m], i);
         }
     }
     for i in 0..4 {
         for j in 0..4 {
-            u[240 + 4 * i + j] = trit(b[48 + j], i);
+            u[240 + 4 * i + j] = trit(b.qh[j], i);
         }
     }
 }
@@ -86,7 +88,7 @@ pub fn encode(codes: &[i8], block_scales: &[f32]) -> Result<Vec<u8>, KernelError
     let mut out = vec![0u8; nb * BLOCK_BYTES];
     for ((vals, blk), &d) in codes
         .chunks_exact(BLOCK)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+        .zip(BlockTq1_0::slice_mut(&mut out))
         .zip(block_scales)
     {
         // Gather the digits of every byte, then pack them.
@@ -95,10 +97,13 @@ pub fn encode(codes: &[i8], block_scales: &[f32]) -> Result<Vec<u8>, KernelError
             let (byte, i) = position(j);
             digits[byte][i] = crate::ternary::i2s::code_of(v)?;
         }
-        for (byte, d) in digits.iter().enumerate() {
-            blk[byte] = pack_trits(if byte < 48 { &d[..5] } else { &d[..4] });
+        for (q, d) in blk.qs.iter_mut().zip(&digits[..48]) {
+            *q = pack_trits(&d[..5]);
         }
-        blk[52..54].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        for (q, d) in blk.qh.iter_mut().zip(&digits[48..]) {
+            *q = pack_trits(&d[..4]);
+        }
+        blk.d = f16::from_f32(d).to_bits().to_le_bytes();
     }
     Ok(out)
 }
@@ -142,26 +147,27 @@ fn check_len(n: usize, n_scales: usize) -> Result<usize, KernelError> {
 /// The block's scale `d`.
 #[inline]
 pub(crate) fn block_scale(blk: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([blk[52], blk[53]])).to_f32()
+    BlockTq1_0::view(blk).scale()
 }
 
 /// Decodes one block's 256 values to -1/0/1 (in block order); returns its scale.
 pub(crate) fn decode_block(blk: &[u8], vals: &mut [i8]) -> f32 {
     let vals = &mut vals[..BLOCK];
+    let b = BlockTq1_0::view(blk);
     for i in 0..5 {
         for m in 0..32 {
-            vals[32 * i + m] = trit(blk[m], i) as i8 - 1;
+            vals[32 * i + m] = trit(b.qs[m], i) as i8 - 1;
         }
         for m in 0..16 {
-            vals[160 + 16 * i + m] = trit(blk[32 + m], i) as i8 - 1;
+            vals[160 + 16 * i + m] = trit(b.qs[32 + m], i) as i8 - 1;
         }
     }
     for i in 0..4 {
         for j in 0..4 {
-            vals[240 + 4 * i + j] = trit(blk[48 + j], i) as i8 - 1;
+            vals[240 + 4 * i + j] = trit(b.qh[j], i) as i8 - 1;
         }
     }
-    block_scale(blk)
+    b.scale()
 }
 
 /// For each token `k`: `out[k] = sum_b d_b * (sum_j toks[k][j] * t[j] over block b)`, with
@@ -189,19 +195,11 @@ impl Layout for Tq1 {
     const BLOCK: usize = BLOCK;
 
     fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
-        for (blk, vals) in m
-            .row_bytes(r)
-            .chunks_exact(BLOCK_BYTES)
-            .zip(out.chunks_exact_mut(BLOCK))
-        {
-            decode_block(blk, vals);
-        }
+        block_row_codes::<Self>(m, r, out)
     }
 
     fn row_scales(m: &TernaryMatrix, r: usize, out: &mut [f32]) {
-        for (o, blk) in out.iter_mut().zip(m.row_bytes(r).chunks_exact(BLOCK_BYTES)) {
-            *o = block_scale(blk);
-        }
+        block_row_scales::<Self>(m, r, out)
     }
 
     /// Each block is decoded once for a tile of up to four tokens.
@@ -235,6 +233,9 @@ impl BlockLayout for Tq1 {
     }
     fn unsigned_block(blk: &[u8], u: &mut [u8]) {
         unsigned_block(blk, u)
+    }
+    fn decode_block(blk: &[u8], vals: &mut [i8]) {
+        decode_block(blk, vals);
     }
 }
 

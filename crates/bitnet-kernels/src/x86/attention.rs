@@ -99,14 +99,17 @@ unsafe fn scores_heads<T: KvElem, const HB: usize, const R: usize>(
             for h in 0..HB {
                 // SAFETY (loads): heads h < HB and 16 * (u + 1) + 16 <= d when `pair`; rows j + r < n
                 // (caller's contract).
+                // SAFETY: as stated above for this block.
                 q0[h] = unsafe { _mm512_loadu_ps(q.add(h * d + 16 * u)) };
                 if pair {
+                    // SAFETY: as stated above for this block.
                     q1[h] = unsafe { _mm512_loadu_ps(q.add(h * d + 16 * u + 16)) };
                 }
             }
             for r in 0..R {
                 // SAFETY: see above.
                 let row = unsafe { kp.add((j + r) * stride + 16 * u) };
+                // SAFETY: as stated above for this block.
                 let k0 = unsafe { load16(row) };
                 for h in 0..HB {
                     even[h * R + r] = _mm512_fmadd_ps(q0[h], k0, even[h * R + r]);
@@ -193,6 +196,7 @@ pub(crate) unsafe fn scores_avx512<T: KvElem>(
     while h < hg {
         // SAFETY (each call): heads h.. of q and their score rows of out are in bounds (h + step <= hg);
         // rows are the caller's.
+        // SAFETY: as stated above for this block.
         let (qh, oh) = (unsafe { q.as_ptr().add(h * d) }, unsafe { out.as_mut_ptr().add(h * n) });
         let step = match hg - h {
             4.. => {
@@ -290,13 +294,16 @@ unsafe fn weighted_heads<T: KvElem, const HB: usize, const W: usize>(
         let rows = WS_ROWS.min(n - j0);
         // SAFETY (all below): rows j0.. of the block are rows of the caller's range, and weights j0..
         // of each head (n apart) are in bounds; the column ranges stay within d.
+        // SAFETY: as stated above for this block.
         let (pj, vj) = (unsafe { p.add(j0) }, unsafe { vp.add(j0 * stride) });
         let mut c0 = 0;
         while c0 + 16 * W <= d {
+            // SAFETY: as stated above for this block.
             unsafe { weighted_block::<T, HB, W>(pj, n, rows, vj, stride, d, c0, out) };
             c0 += 16 * W;
         }
         while c0 < d {
+            // SAFETY: as stated above for this block.
             unsafe { weighted_block::<T, HB, 1>(pj, n, rows, vj, stride, d, c0, out) };
             c0 += 16;
         }
@@ -324,6 +331,7 @@ pub(crate) unsafe fn weighted_sum_avx512<T: KvElem>(
     let mut h = 0;
     while h < hg {
         // SAFETY (each call): heads h.. of p and out are in bounds (h + step <= hg); rows are the caller's.
+        // SAFETY: as stated above for this block.
         let (ph, oh) = (unsafe { p.as_ptr().add(h * n) }, unsafe { out.as_mut_ptr().add(h * d) });
         let step = match hg - h {
             4.. => {

@@ -3,8 +3,14 @@
 //! head (vocab x hidden in F16) is the largest float product per token and is bandwidth bound.
 
 use super::hsum_ps_256;
+use crate::blocks::BlockQ8_0;
 use core::arch::x86_64::*;
 use half::{bf16, f16};
+
+/// Q8_0's block size and field offsets, from its typed block.
+const Q8_BYTES: usize = core::mem::size_of::<BlockQ8_0>();
+const Q8_D: usize = core::mem::offset_of!(BlockQ8_0, d);
+const Q8_QS: usize = core::mem::offset_of!(BlockQ8_0, qs);
 
 /// # Safety
 /// AVX2 + FMA available; `w` points to `n` readable f32 values (any alignment); `n <= x.len()`.
@@ -247,11 +253,11 @@ pub(crate) unsafe fn dot_tile_q8_0_avx2<const T: usize>(w: *const u8, x: [*const
         // SAFETY: block b occupies bytes 34b .. 34b + 34 of w (b < nb); its values pair with
         // x[t][32b .. 32b + 32].
         unsafe {
-            let blk = w.add(34 * b);
-            let d = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([*blk, *blk.add(1)])));
+            let blk = w.add(Q8_BYTES * b);
+            let d = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([*blk.add(Q8_D), *blk.add(Q8_D + 1)])));
             let mut qf = [_mm256_setzero_ps(); 4];
             for (k, q) in qf.iter_mut().enumerate() {
-                *q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(blk.add(2 + 8 * k).cast())));
+                *q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(blk.add(Q8_QS + 8 * k).cast())));
             }
             for t in 0..T {
                 let mut s = [_mm256_setzero_ps(); 2];
@@ -287,11 +293,11 @@ pub(crate) unsafe fn dot_tile_q8_0_avx512<const T: usize>(w: *const u8, x: [*con
         // SAFETY: block b occupies bytes 34b .. 34b + 34 of w (b < nb); its values pair with
         // x[t][32b .. 32b + 32].
         unsafe {
-            let blk = w.add(34 * b);
-            let d = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([*blk, *blk.add(1)])));
+            let blk = w.add(Q8_BYTES * b);
+            let d = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes([*blk.add(Q8_D), *blk.add(Q8_D + 1)])));
             // Chunks (0, 1) and (2, 3) of the AVX2 kernel: values 0..16 and 16..32.
-            let q01 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(2).cast())));
-            let q23 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(18).cast())));
+            let q01 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(Q8_QS).cast())));
+            let q23 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(blk.add(Q8_QS + 16).cast())));
             for t in 0..T {
                 let xb = x[t].add(32 * b);
                 let s = _mm512_fmadd_ps(q01, _mm512_loadu_ps(xb), _mm512_setzero_ps());

@@ -8,6 +8,7 @@
 
 pub(crate) mod act_quant;
 pub(crate) mod attention;
+pub(crate) mod attention_avx2;
 pub(crate) mod float_dot;
 
 use core::arch::x86_64::*;

@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use bitnet_model::{load, npy, BitNetModel, FfnActivation, InferenceState, LoadOptions, LogitsWanted, Tokenizer};
+use bitnet_model::{load, BitNetModel, FfnActivation, InferenceState, LoadOptions, LogitsWanted};
+use bitnet_tokenizer::Tokenizer;
+use bitnet_tools::npy;
 
 pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::GgmlType;
-use bitnet_kernels::{i2s, tq1_0, tq2_0, FloatFormat, FloatMatrix, TernaryFormat};
+use bitnet_kernels::{i2s, tq1_0, tq2_0, FloatFormat, FloatMatrix};
 use bitnet_model::Linear;
 use half::{bf16, f16};
 
@@ -87,13 +87,14 @@ pub fn codes_of(lin: &Linear) -> Codes {
         w.row_codes(r, row);
     }
     let os = lin.out_scale.unwrap_or(1.0);
-    match w.format() {
-        TernaryFormat::I2S | TernaryFormat::Triple5 => Codes {
+    // Per-tensor-scaled layouts have a scale; block-scaled ones give theirs per row.
+    match w.scale() {
+        Some(scale) => Codes {
             codes,
-            tensor_scale: Some(w.scale().unwrap_or(1.0) * os),
+            tensor_scale: Some(scale * os),
             block_scales: None,
         },
-        TernaryFormat::TQ2_0 | TernaryFormat::TQ1_0 => {
+        None => {
             let nb = cols.div_ceil(w.block_size());
             let mut s = vec![0f32; rows * nb];
             for (r, row) in s.chunks_exact_mut(nb).enumerate() {

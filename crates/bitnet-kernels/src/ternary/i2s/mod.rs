@@ -19,6 +19,7 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+use crate::blocks::{Block, BlockI2s};
 use crate::error::KernelError;
 use crate::operands::{OutRows, QTokens};
 use crate::simd::SimdLevel;
@@ -29,7 +30,7 @@ use crate::ternary::{TernaryFormat, TernaryMatrix};
 /// Values per block.
 pub const BLOCK: usize = 128;
 /// Bytes per block.
-pub const BLOCK_BYTES: usize = 32;
+pub const BLOCK_BYTES: usize = BlockI2s::BYTES;
 /// Bytes after the packed values: f32 scale + 28 bytes of padding.
 pub const TRAILER_BYTES: usize = 32;
 

@@ -4,6 +4,7 @@
 //! one FMA by the block scale. The float accumulation order differs from the scalar twin (8 lanes
 //! instead of one running sum), so results agree to f32 rounding, not bit for bit.
 
+use crate::blocks::{Block, BlockTq2_0};
 use crate::operands::{OutRows, QTokens};
 use crate::ternary::tq2_0::{gemm_tiled, BlockSums, TqRows, BLOCK, BLOCK_BYTES, MAX_BLOCKS, TILE_TOKENS};
 use crate::x86::{hsum_ps_256, sanitize_codes};
@@ -28,16 +29,15 @@ unsafe fn row_tile<const TT: usize, const CLEAN: bool>(
     let m3 = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); TT];
-    let rp = row.as_ptr();
+    let blocks = BlockTq2_0::slice(row);
     for b in 0..nb {
-        // SAFETY: block b < nb lies inside row; it is 66 bytes, the f16 scale at 64..66.
-        let blk = unsafe { rp.add(b * BLOCK_BYTES) };
-        // SAFETY: bytes 64 and 65 of the block are inside row.
-        let d_bits = unsafe { i16::from_le_bytes([*blk.add(64), *blk.add(65)]) };
+        let block = &blocks[b];
+        let blk = block.qs.as_ptr();
+        let d_bits = i16::from_le_bytes(block.d);
         let d = _mm256_cvtph_ps(_mm_set1_epi16(d_bits));
         let mut c = [[_mm256_setzero_si256(); 4]; 2];
         for (h, ch) in c.iter_mut().enumerate() {
-            // SAFETY: bytes 32h .. 32h + 32 (h < 2) of the block are inside row.
+            // SAFETY: bytes 32h .. 32h + 32 (h < 2) of the block's 64 code bytes.
             let w = unsafe { _mm256_loadu_si256(blk.add(32 * h).cast()) };
             let w = if CLEAN { w } else { sanitize_codes(w) };
             // Plane l (bits 2l..2l+1) of byte m is value 128h + 32l + m.

@@ -4,6 +4,7 @@
 //! give a block's i32 lanes, from which the block's activation sum is subtracted (`t = code - 1`)
 //! before one FMA by the block scale.
 
+use crate::blocks::{Block, BlockTq2_0};
 use crate::operands::{OutRows, QTokens};
 use crate::ternary::tq2_0::{gemm_tiled, BlockSums, TqRows, BLOCK, BLOCK_BYTES, MAX_BLOCKS, TILE_TOKENS};
 use crate::x86::sanitize_codes_vl;
@@ -27,16 +28,15 @@ unsafe fn row_tile<const TT: usize, const CLEAN: bool>(
     let sh_a = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(2));
     let sh_b = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(_mm256_set1_epi16(4)), _mm256_set1_epi16(6));
     let mut acc = [_mm512_setzero_ps(); TT];
-    let rp = row.as_ptr();
+    let blocks = BlockTq2_0::slice(row);
     for b in 0..nb {
-        // SAFETY: block b < nb lies inside row; it is 66 bytes, the f16 scale at 64..66.
-        let blk = unsafe { rp.add(b * BLOCK_BYTES) };
-        // SAFETY: bytes 64 and 65 of the block are inside row.
-        let d_bits = unsafe { i16::from_le_bytes([*blk.add(64), *blk.add(65)]) };
+        let block = &blocks[b];
+        let blk = block.qs.as_ptr();
+        let d_bits = i16::from_le_bytes(block.d);
         let d = _mm512_cvtph_ps(_mm256_set1_epi16(d_bits));
         let mut c = [_mm512_setzero_si512(); 4];
         for h in 0..2 {
-            // SAFETY: bytes 32h .. 32h + 32 (h < 2) of the block are inside row.
+            // SAFETY: bytes 32h .. 32h + 32 (h < 2) of the block's 64 code bytes.
             let w = unsafe { _mm256_loadu_si256(blk.add(32 * h).cast()) };
             let wz = _mm512_broadcast_i64x4(if CLEAN { w } else { sanitize_codes_vl(w) });
             // c[2h] pairs with values 128h .. 128h + 64, c[2h + 1] with 128h + 64 .. 128h + 128.

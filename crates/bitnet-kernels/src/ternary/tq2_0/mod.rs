@@ -11,11 +11,12 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+use crate::blocks::{Block, BlockTq2_0};
 use crate::error::KernelError;
 use crate::operands::{OutRows, QTokens};
 use crate::simd::SimdLevel;
 use crate::ternary::i2s::{code_of, CODE_VALUE};
-use crate::ternary::layout::{BlockLayout, GemmFn, Layout};
+use crate::ternary::layout::{block_row_codes, block_row_scales, BlockLayout, GemmFn, Layout};
 use crate::ternary::tiled::CHUNK_BYTES;
 use crate::ternary::{TernaryFormat, TernaryMatrix};
 use half::f16;
@@ -23,7 +24,7 @@ use half::f16;
 /// Values per block.
 pub const BLOCK: usize = 256;
 /// Bytes per block.
-pub const BLOCK_BYTES: usize = 66;
+pub const BLOCK_BYTES: usize = BlockTq2_0::BYTES;
 
 /// Bytes of a TQ2_0 tensor with `n` values (`n` must be a multiple of 256).
 pub fn tensor_bytes(n: usize) -> usize {
@@ -44,14 +45,14 @@ pub fn encode(codes: &[i8], block_scales: &[f32]) -> Result<Vec<u8>, KernelError
     let mut out = vec![0u8; nb * BLOCK_BYTES];
     for ((vals, blk), &d) in codes
         .chunks_exact(BLOCK)
-        .zip(out.chunks_exact_mut(BLOCK_BYTES))
+        .zip(BlockTq2_0::slice_mut(&mut out))
         .zip(block_scales)
     {
         for (j, &v) in vals.iter().enumerate() {
             let (byte, shift) = position(j);
-            blk[byte] |= code_of(v)? << shift;
+            blk.qs[byte] |= code_of(v)? << shift;
         }
-        blk[64..66].copy_from_slice(&f16::from_f32(d).to_bits().to_le_bytes());
+        blk.d = f16::from_f32(d).to_bits().to_le_bytes();
     }
     Ok(out)
 }
@@ -95,15 +96,16 @@ fn check_len(n: usize, n_scales: usize) -> Result<usize, KernelError> {
 /// The block's scale `d`.
 #[inline]
 pub(crate) fn block_scale(blk: &[u8]) -> f32 {
-    f16::from_bits(u16::from_le_bytes([blk[64], blk[65]])).to_f32()
+    BlockTq2_0::view(blk).scale()
 }
 
 /// Unsigned codes (`value + 1`, 0..=2; the invalid code 3 reads as zero, 1) of one block's 256
 /// values, in value order.
 pub(crate) fn unsigned_block(blk: &[u8], u: &mut [u8]) {
     // Fixed sizes and arithmetic instead of a table, so that the loops vectorize.
-    let (Some(qs), Some(u)) = (blk.first_chunk::<64>(), u.first_chunk_mut::<256>()) else {
-        panic!("unsigned_block: a block is 66 bytes and 256 values");
+    let qs = &BlockTq2_0::view(blk).qs;
+    let Some(u) = u.first_chunk_mut::<256>() else {
+        panic!("unsigned_block: a block holds 256 values");
     };
     for h in 0..2 {
         for l in 0..4 {
@@ -119,34 +121,37 @@ pub(crate) fn unsigned_block(blk: &[u8], u: &mut [u8]) {
 /// Packs one block's unsigned codes (0..=2, value order) and its f16 scale bits into TQ2_0's 66
 /// bytes (`out` zeroed by the caller).
 pub(crate) fn pack_unsigned_block(u: &[u8], d_bits: [u8; 2], out: &mut [u8]) {
-    let (Some(u), Some(out)) = (u.first_chunk::<256>(), out.first_chunk_mut::<66>()) else {
-        panic!("pack_unsigned_block: a block is 256 values and 66 bytes");
+    let Some(u) = u.first_chunk::<256>() else {
+        panic!("pack_unsigned_block: a block holds 256 values");
     };
+    let blk = &mut BlockTq2_0::slice_mut(out)[0];
     for h in 0..2 {
         for m in 0..32 {
             let v = &u[128 * h + m..];
-            out[32 * h + m] = v[0] | v[32] << 2 | v[64] << 4 | v[96] << 6;
+            blk.qs[32 * h + m] = v[0] | v[32] << 2 | v[64] << 4 | v[96] << 6;
         }
     }
-    out[64..66].copy_from_slice(&d_bits);
+    blk.d = d_bits;
 }
 
 /// Decodes one block's 256 values; returns its scale.
 pub(crate) fn decode_block(blk: &[u8], vals: &mut [i8]) -> f32 {
+    let b = BlockTq2_0::view(blk);
     for (j, v) in vals.iter_mut().enumerate().take(BLOCK) {
         let (byte, shift) = position(j);
-        *v = CODE_VALUE[((blk[byte] >> shift) & 3) as usize];
+        *v = CODE_VALUE[((b.qs[byte] >> shift) & 3) as usize];
     }
-    block_scale(blk)
+    b.scale()
 }
 
 /// `sum q[j] * t[j]` over one block (scalar twin of the SIMD block dots).
 #[inline]
 pub(crate) fn block_dot_scalar(blk: &[u8], q: &[i8]) -> i32 {
+    let qs = &BlockTq2_0::view(blk).qs;
     let mut s = 0i32;
     for h in 0..2 {
         for m in 0..32 {
-            let b = blk[32 * h + m] as usize;
+            let b = qs[32 * h + m] as usize;
             let qh = &q[128 * h + m..];
             s += i32::from(qh[0]) * i32::from(CODE_VALUE[b & 3])
                 + i32::from(qh[32]) * i32::from(CODE_VALUE[(b >> 2) & 3])
@@ -236,19 +241,11 @@ impl Layout for Tq2 {
     const BLOCK: usize = BLOCK;
 
     fn row_codes(m: &TernaryMatrix, r: usize, out: &mut [i8]) {
-        for (blk, vals) in m
-            .row_bytes(r)
-            .chunks_exact(BLOCK_BYTES)
-            .zip(out.chunks_exact_mut(BLOCK))
-        {
-            decode_block(blk, vals);
-        }
+        block_row_codes::<Self>(m, r, out)
     }
 
     fn row_scales(m: &TernaryMatrix, r: usize, out: &mut [f32]) {
-        for (o, blk) in out.iter_mut().zip(m.row_bytes(r).chunks_exact(BLOCK_BYTES)) {
-            *o = block_scale(blk);
-        }
+        block_row_scales::<Self>(m, r, out)
     }
 
     fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, mut out: OutRows<'_>) {
@@ -283,6 +280,9 @@ impl BlockLayout for Tq2 {
     }
     fn unsigned_block(blk: &[u8], u: &mut [u8]) {
         unsigned_block(blk, u)
+    }
+    fn decode_block(blk: &[u8], vals: &mut [i8]) {
+        decode_block(blk, vals);
     }
 }
 

@@ -14,9 +14,9 @@ use bitnet_gguf::{GgmlType, GgufWriter};
 use bitnet_kernels::i2s;
 use half::f16;
 
-use crate::arch::{self, gguf_layer, LayerTensor, ModelTensor};
-use crate::config::{FfnActivation, ModelConfig};
-use crate::gguf_meta::{write_metadata, Layout, TokenizerMeta};
+use bitnet_model::arch::{self, gguf_layer, LayerTensor, ModelTensor};
+use bitnet_model::gguf_meta::{write_metadata, Layout, TokenizerMeta};
+use bitnet_model::{FfnActivation, ModelConfig};
 
 /// Model sizes `bitnet synth` can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
