@@ -32,6 +32,13 @@ pub(crate) trait Layout {
     /// The scalar twin every SIMD kernel of this layout is tested against.
     fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>);
 
+    /// These weights converted from another layout into this one, where this layout can hold them
+    /// exactly (what load-time repacking uses; `repack.rs` decides when). `None` by default.
+    fn repack_from(src: &TernaryMatrix) -> Option<TernaryMatrix> {
+        let _ = src;
+        None
+    }
+
     /// The fastest gemm whose instructions `level` includes. Called only with levels the CPU
     /// supports ([`LayoutOps::of`] clamps), which is what makes the SIMD entries safe to call.
     fn kernel(level: SimdLevel) -> GemmFn {
@@ -99,5 +106,37 @@ impl LayoutOps {
     #[inline]
     pub fn kernel(&self, level: SimdLevel) -> GemmFn {
         self.kernels[level.index()]
+    }
+}
+
+/// The one scale of every block of layout `L` whose scale is not zero (0 if all are), or
+/// `None` when they differ or one is not finite.
+pub(crate) fn shared_block_scale<L: BlockLayout>(m: &TernaryMatrix) -> Option<f32> {
+    let mut shared = None;
+    for blk in m.data[..m.rows * m.stride].chunks_exact(L::BLOCK_BYTES) {
+        let d = L::block_scale(blk);
+        if !d.is_finite() {
+            return None;
+        }
+        if d != 0.0 && *shared.get_or_insert(d) != d {
+            return None;
+        }
+    }
+    Some(shared.unwrap_or(0.0))
+}
+
+/// Unsigned codes (0..=2) of row `r` of block layout `L`; blocks with scale 0 read as zeros
+/// (code 1).
+pub(crate) fn unsigned_row<L: BlockLayout>(m: &TernaryMatrix, r: usize, u: &mut [u8]) {
+    for (blk, ub) in m
+        .row_bytes(r)
+        .chunks_exact(L::BLOCK_BYTES)
+        .zip(u.chunks_exact_mut(L::BLOCK))
+    {
+        if L::block_scale(blk) == 0.0 {
+            ub.fill(1);
+        } else {
+            L::unsigned_block(blk, ub);
+        }
     }
 }

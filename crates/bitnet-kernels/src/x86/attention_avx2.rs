@@ -149,11 +149,17 @@ pub(crate) unsafe fn weighted_sum_avx2<T: KvElem>(
     }
 }
 
-/// [`weighted_sum_avx2`] for `HB` heads: each 8-column slice of every row is loaded once for the
-/// heads; the `d % 8` tail columns are summed in scalar, also fused and in row order.
+/// Rows per block of [`weighted_heads`]: a block's V rows stay in L1 while every column slice passes
+/// over them (walking all rows once per slice read the cache from memory `d / 16` times).
+const WS_ROWS: usize = 64;
+
+/// [`weighted_sum_avx2`] for `HB` heads: blocks of [`WS_ROWS`] rows; within a block each 16-column
+/// slice of every row is loaded once for the heads and added to the running sums, which live in
+/// `out` between blocks (so every output is still one fused running sum over the rows in order); the
+/// `d % 8` tail columns are summed the same way in scalar.
 ///
 /// # Safety
-/// As [`weighted_sum_avx2`], with `p` holding `HB * n` weights and `out` `HB` heads.
+/// As [`weighted_sum_avx2`], with `p` holding `HB * n` weights and `out` `HB` zeroed heads.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::needless_range_loop)] // acc[hh] beside p[hh * n + j]: indexes read more plainly here
@@ -166,30 +172,65 @@ unsafe fn weighted_heads<T: KvElem, const HB: usize>(
     out: &mut [f32],
 ) {
     let full = d / 8 * 8;
-    let mut c0 = 0;
-    while c0 < full {
-        let mut acc = [_mm256_setzero_ps(); HB];
-        for j in 0..n {
-            // SAFETY: columns c0..c0 + 8 <= d of row j lie inside the caller's V (contract).
-            let vv = unsafe { load8(vp.add(j * stride + c0)) };
+    let op = out.as_mut_ptr();
+    for j0 in (0..n).step_by(WS_ROWS) {
+        let j1 = n.min(j0 + WS_ROWS);
+        let mut c0 = 0;
+        while c0 < full {
+            let two = c0 + 16 <= full;
+            let mut acc = [[_mm256_setzero_ps(); 2]; HB];
             for hh in 0..HB {
-                acc[hh] = _mm256_fmadd_ps(_mm256_set1_ps(p[hh * n + j]), vv, acc[hh]);
+                // SAFETY: columns c0..c0 + 8 (+ 8 more when `two`) of head hh lie inside out.
+                unsafe {
+                    acc[hh][0] = _mm256_loadu_ps(op.add(hh * d + c0));
+                    if two {
+                        acc[hh][1] = _mm256_loadu_ps(op.add(hh * d + c0 + 8));
+                    }
+                }
             }
-        }
-        for hh in 0..HB {
-            // SAFETY: c0 + 8 <= d values of head hh's output.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(hh * d + c0), acc[hh]) };
-        }
-        c0 += 8;
-    }
-    for i in full..d {
-        for hh in 0..HB {
-            let mut s = 0.0f32;
-            for j in 0..n {
-                // SAFETY: column i < d of row j lies inside the caller's V.
-                s = p[hh * n + j].mul_add(unsafe { *vp.add(j * stride + i) }.to_f32(), s);
+            for j in j0..j1 {
+                // SAFETY: columns c0..c0 + 8 (+ 8) <= d of row j lie inside the caller's V.
+                let row = unsafe { vp.add(j * stride + c0) };
+                // SAFETY: as above.
+                let v0 = unsafe { load8(row) };
+                let v1 = if two {
+                    // SAFETY: as above.
+                    unsafe { load8(row.add(8)) }
+                } else {
+                    v0
+                };
+                for hh in 0..HB {
+                    let w = _mm256_set1_ps(p[hh * n + j]);
+                    acc[hh][0] = _mm256_fmadd_ps(w, v0, acc[hh][0]);
+                    if two {
+                        acc[hh][1] = _mm256_fmadd_ps(w, v1, acc[hh][1]);
+                    }
+                }
             }
-            out[hh * d + i] = s;
+            for hh in 0..HB {
+                // SAFETY: as for the loads above.
+                unsafe {
+                    _mm256_storeu_ps(op.add(hh * d + c0), acc[hh][0]);
+                    if two {
+                        _mm256_storeu_ps(op.add(hh * d + c0 + 8), acc[hh][1]);
+                    }
+                }
+            }
+            c0 += if two { 16 } else { 8 };
+        }
+        for i in full..d {
+            for hh in 0..HB {
+                // SAFETY: column i < d of head hh lies inside out (all writes go through `op`).
+                let o = unsafe { op.add(hh * d + i) };
+                // SAFETY: as above.
+                let mut s = unsafe { *o };
+                for j in j0..j1 {
+                    // SAFETY: column i < d of row j lies inside the caller's V.
+                    s = p[hh * n + j].mul_add(unsafe { *vp.add(j * stride + i) }.to_f32(), s);
+                }
+                // SAFETY: as above.
+                unsafe { *o = s };
+            }
         }
     }
 }

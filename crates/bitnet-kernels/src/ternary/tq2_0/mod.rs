@@ -11,13 +11,15 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
-use crate::blocks::{Block, BlockTq2_0};
+use crate::blocks::{Block, BlockTq1_0, BlockTq2_0};
+use crate::bytes::Bytes;
 use crate::error::KernelError;
 use crate::operands::{OutRows, QTokens};
 use crate::simd::SimdLevel;
 use crate::ternary::i2s::{code_of, CODE_VALUE};
 use crate::ternary::layout::{block_row_codes, block_row_scales, BlockLayout, GemmFn, Layout};
 use crate::ternary::tiled::CHUNK_BYTES;
+use crate::ternary::tq1_0;
 use crate::ternary::{TernaryFormat, TernaryMatrix};
 use half::f16;
 
@@ -255,6 +257,38 @@ impl Layout for Tq2 {
                 out.set(t, i, row_dot_scalar(m.row_bytes(out.row0() + i), qt) / xs);
             }
         }
+    }
+
+    /// TQ1_0 matrices. See [`TernaryMatrix::to_tq2_0`].
+    fn repack_from(src: &TernaryMatrix) -> Option<TernaryMatrix> {
+        if src.format() != TernaryFormat::TQ1_0 {
+            return None;
+        }
+        let nb = src.cols / tq1_0::BLOCK;
+        let stride = nb * BLOCK_BYTES;
+        let mut data = vec![0u8; src.rows * stride];
+        let rows_per_task = (1 << 20) / stride.max(1) + 1;
+        crate::pool::for_each_chunk_mut(&mut data, rows_per_task * stride, |i, out| {
+            let mut u = [0u8; tq1_0::BLOCK];
+            for (k, o) in out.chunks_exact_mut(stride).enumerate() {
+                let row = src.row_bytes(i * rows_per_task + k);
+                for (blk, ob) in row
+                    .chunks_exact(tq1_0::BLOCK_BYTES)
+                    .zip(o.chunks_exact_mut(BLOCK_BYTES))
+                {
+                    tq1_0::unsigned_block(blk, &mut u);
+                    pack_unsigned_block(&u, BlockTq1_0::view(blk).d, ob);
+                }
+            }
+        });
+        Some(TernaryMatrix::with_layout::<Tq2>(
+            src.rows,
+            src.cols,
+            stride,
+            None,
+            true,
+            Bytes::from_vec(data),
+        ))
     }
 
     fn kernel(level: SimdLevel) -> GemmFn {

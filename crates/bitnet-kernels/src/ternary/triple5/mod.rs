@@ -20,11 +20,16 @@
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 
+use crate::bytes::Bytes;
 use crate::operands::{OutRows, QTokens};
+use crate::simd::simd_level;
 use crate::simd::SimdLevel;
+use crate::ternary::i2s;
 use crate::ternary::i2s::I2sRows;
-use crate::ternary::layout::{GemmFn, Layout};
+use crate::ternary::layout::{shared_block_scale, unsigned_row, GemmFn, Layout};
 use crate::ternary::tiled::{self, RowView};
+use crate::ternary::tq1_0::Tq1;
+use crate::ternary::tq2_0::Tq2;
 use crate::ternary::{TernaryFormat, TernaryMatrix};
 
 /// Values per block.
@@ -220,6 +225,63 @@ impl Layout for Triple5 {
 
     fn gemm_scalar(m: &TernaryMatrix, x: QTokens<'_>, out: OutRows<'_>) {
         tiled::gemm_scalar(rows_of(m), m.w_scale(), x, out)
+    }
+
+    /// I2_S matrices whose rows are whole I2_S blocks, and TQ2_0 / TQ1_0 matrices whose blocks all
+    /// share one scale (or have scale 0). See [`TernaryMatrix::to_triple5`].
+    fn repack_from(src: &TernaryMatrix) -> Option<TernaryMatrix> {
+        let scale = match src.format() {
+            TernaryFormat::I2S if src.cols.is_multiple_of(i2s::BLOCK) => src.scale,
+            TernaryFormat::TQ2_0 => Some(shared_block_scale::<Tq2>(src)?),
+            TernaryFormat::TQ1_0 => Some(shared_block_scale::<Tq1>(src)?),
+            _ => return None,
+        };
+        let (rows, cols) = (src.rows, src.cols);
+        let stride = stride_for(cols);
+        let mut data = vec![0u8; rows * stride + PAD];
+        let simd = simd_level().clamp_to_cpu().has_avx512_vbmi();
+        // About 1 MB of output per task.
+        let rows_per_task = (1 << 20) / stride.max(1) + 1;
+        crate::pool::for_each_chunk_mut(&mut data[..rows * stride], rows_per_task * stride, |i, out| {
+            let r0 = i * rows_per_task;
+            let r1 = r0 + out.len() / stride;
+            if src.format() == TernaryFormat::I2S {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: the level (clamped to the CPU) includes AVX-512 VBMI; cols % 128 == 0
+                    // (checked above), rows r0..r1 exist and `out` holds exactly their bytes.
+                    unsafe { avx512::repack_i2s_rows(src.i2s_rows(), r0, r1, out) };
+                    return;
+                }
+                repack_i2s_rows(src.i2s_rows(), r0, r1, out);
+                return;
+            }
+            let mut u = vec![0u8; cols];
+            for (r, o) in (r0..r1).zip(out.chunks_exact_mut(stride)) {
+                if src.format() == TernaryFormat::TQ2_0 {
+                    unsigned_row::<Tq2>(src, r, &mut u);
+                } else {
+                    unsigned_row::<Tq1>(src, r, &mut u);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: the level (clamped to the CPU) includes AVX-512 VBMI; u holds cols (a
+                    // multiple of 256) codes 0..=2, o one Triple5 row.
+                    unsafe { avx512::pack_row(&u, o) };
+                    continue;
+                }
+                pack_row(&u, o);
+            }
+        });
+        let _ = simd;
+        Some(TernaryMatrix::with_layout::<Triple5>(
+            rows,
+            cols,
+            stride,
+            scale,
+            true,
+            Bytes::from_vec(data),
+        ))
     }
 
     fn kernel(level: SimdLevel) -> GemmFn {
