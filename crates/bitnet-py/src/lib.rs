@@ -84,7 +84,11 @@ impl Sampling {
         let repeat_last_n = match self.repeat_last_n {
             -1 => ctx,
             n if n >= 0 => n as usize,
-            n => return Err(PyValueError::new_err(format!("repeat_last_n must be -1 or >= 0, got {n}"))),
+            n => {
+                return Err(PyValueError::new_err(format!(
+                    "repeat_last_n must be -1 or >= 0, got {n}"
+                )))
+            }
         };
         let sampler = SamplerConfig {
             temperature: self.temperature,
@@ -117,9 +121,9 @@ impl Model {
     fn chat_ids(&self, messages: &Bound<'_, PyList>) -> PyResult<Vec<u32>> {
         let mut msgs = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
-            let d = m
-                .cast::<PyDict>()
-                .map_err(|_| PyValueError::new_err(format!("messages[{i}] must be a dict with 'role' and 'content'")))?;
+            let d = m.cast::<PyDict>().map_err(|_| {
+                PyValueError::new_err(format!("messages[{i}] must be a dict with 'role' and 'content'"))
+            })?;
             let field = |k: &str| -> PyResult<String> {
                 d.get_item(k)?
                     .ok_or_else(|| PyValueError::new_err(format!("messages[{i}] has no '{k}'")))?
@@ -154,23 +158,24 @@ impl Model {
         self.check_fits(&ids)?;
         let opts = s.options(self.inner.ctx)?;
         let inner = self.inner.clone();
-        let (text, interrupted) = py.detach(move || -> anyhow::Result<(String, Option<PyErr>)> {
-            let mut state = InferenceState::try_new(&inner.model, inner.ctx)?;
-            let mut out = String::new();
-            let mut interrupted = None;
-            generate(&inner.model, &inner.tok, &mut state, &ids, &opts, |_, t| {
-                out.push_str(t);
-                match Python::attach(|py| py.check_signals()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        interrupted = Some(e);
-                        false
+        let (text, interrupted) = py
+            .detach(move || -> anyhow::Result<(String, Option<PyErr>)> {
+                let mut state = InferenceState::try_new(&inner.model, inner.ctx)?;
+                let mut out = String::new();
+                let mut interrupted = None;
+                generate(&inner.model, &inner.tok, &mut state, &ids, &opts, |_, t| {
+                    out.push_str(t);
+                    match Python::attach(|py| py.check_signals()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            interrupted = Some(e);
+                            false
+                        }
                     }
-                }
-            })?;
-            Ok((out, interrupted))
-        })
-        .map_err(to_py)?;
+                })?;
+                Ok((out, interrupted))
+            })
+            .map_err(to_py)?;
         match interrupted {
             Some(e) => Err(e),
             None => Ok(text),
