@@ -1,6 +1,6 @@
 //! Flags shared by the commands that load a model.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -14,10 +14,48 @@ static DEMO_MODEL: &[u8] = include_bytes!(concat!(
     "/../../models/bitnet-demo-i2_s.gguf"
 ));
 
+/// The local path of a model argument: a path as it is, or `hf:ORG/REPO[:FILE][@REVISION]` fetched
+/// into the Hugging Face cache first (with a progress bar per file; nothing is fetched when it is
+/// cached, or with HF_HUB_OFFLINE=1).
+pub fn model_path(p: &Path) -> Result<PathBuf> {
+    let Some(r) = p.to_str().and_then(bitnet_hub::ModelRef::parse) else {
+        return Ok(p.to_path_buf());
+    };
+    let r = r?;
+    let hub = bitnet_hub::Hub::from_env();
+    let mut bar: Option<(String, indicatif::ProgressBar)> = None;
+    let path = hub.fetch(&r, &mut |pr| {
+        if bar.as_ref().map(|(f, _)| f.as_str()) != Some(pr.file) {
+            if let Some((_, b)) = bar.take() {
+                b.finish_and_clear();
+            }
+            let b = indicatif::ProgressBar::new(pr.total.unwrap_or(0));
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            b.set_message(pr.file.to_string());
+            bar = Some((pr.file.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(pr.done);
+        }
+    })?;
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
+    eprintln!("{r}: {}", path.display());
+    Ok(path)
+}
+
 /// `-m`, `--ffn-act`, `-t`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a .gguf file or a Hugging Face folder. Without it, the built-in demo model (a tiny BitNet
+    /// Model: a .gguf file, a Hugging Face folder, or hf:ORG/REPO (with :FILE and @REVISION optional; downloaded into
+    /// the Hugging Face cache). Without it, the built-in demo model (a tiny BitNet
     /// trained on synthetic stories; see README); `synth:tiny` synthesizes a random-weight model.
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
@@ -56,7 +94,7 @@ impl ModelArgs {
                 let g = bitnet_gguf::GgufFile::from_bytes(bytes, "synth:tiny")?;
                 bitnet_model::load_gguf::from_gguf(&g, self.ffn_act)?
             }
-            Some(p) => bitnet_model::load(p, &self.load_options())?,
+            Some(p) => bitnet_model::load(&model_path(p)?, &self.load_options())?,
             None => {
                 eprintln!(
                     "note: no -m given: using the built-in demo model (a tiny BitNet trained by `bitnet train` on \

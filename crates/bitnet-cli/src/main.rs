@@ -42,6 +42,12 @@ enum Command {
     QuantReport(cmd::quant_report::Args),
     /// Train a small BitNet b1.58 model on CPU (quantization-aware), or write the demo corpus.
     Train(cmd::train::Args),
+    /// Download a model (hf:ORG/REPO, with :FILE and @REVISION optional) into the Hugging Face cache.
+    Pull(cmd::hub::PullArgs),
+    /// The models in the Hugging Face cache: repositories, revisions, files, sizes.
+    List(cmd::hub::ListArgs),
+    /// Remove a repository (hf:ORG/REPO) from the Hugging Face cache.
+    Rm(cmd::hub::RmArgs),
 }
 
 fn main() {
@@ -56,6 +62,9 @@ fn main() {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Synth(a) => cmd::synth::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Pull(a) => cmd::hub::pull(a),
+        Command::List(a) => cmd::hub::list(a),
+        Command::Rm(a) => cmd::hub::rm(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::QuantReport(a) => cmd::quant_report::run(a),
         Command::Train(a) => cmd::train::run(a),

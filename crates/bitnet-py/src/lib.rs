@@ -49,8 +49,9 @@ struct Inner {
     source: String,
 }
 
-/// A loaded model: a GGUF file or a Hugging Face folder (every format `bitnet -m` reads), or the
-/// built-in demo model when `path` is None.
+/// A loaded model: a GGUF file or a Hugging Face folder (every format `bitnet -m` reads),
+/// `hf:ORG/REPO[:FILE][@REVISION]` (fetched into the Hugging Face cache), or the built-in demo model
+/// when `path` is None.
 #[pyclass(module = "bitnet", frozen)]
 struct Model {
     inner: Arc<Inner>,
@@ -222,6 +223,13 @@ impl Model {
         let inner = py
             .detach(move || -> anyhow::Result<Inner> {
                 let (mut model, tok, source) = match &path {
+                    Some(p) if p.to_str().is_some_and(|s| s.starts_with("hf:")) => {
+                        let spec = p.to_str().unwrap_or_default();
+                        let r = bitnet_hub::ModelRef::parse(spec).unwrap_or_else(|| Err(anyhow!("'{spec}'")))?;
+                        let local = bitnet_hub::Hub::from_env().fetch(&r, &mut |_| {})?;
+                        let (m, t) = bitnet_model::load(&local, &LoadOptions { ffn_act })?;
+                        (m, t, spec.to_string())
+                    }
                     Some(p) => {
                         let (m, t) = bitnet_model::load(p, &LoadOptions { ffn_act })?;
                         (m, t, p.display().to_string())

@@ -197,3 +197,23 @@ def test_bad_arguments_raise_valueerror(demo):
         demo.generate(42)
     with pytest.raises(NotImplementedError, match="embedding"):
         demo.embed(["a"])
+
+
+def test_hf_reference_from_the_cache(tmp_path, monkeypatch):
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = tmp_path / "models--tester--bitnet-tiny-gguf"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    etag = "ab" * 32
+    (repo / "blobs" / etag).write_bytes(TINY_I2S.read_bytes())
+    os.symlink(f"../../blobs/{etag}", repo / "snapshots" / commit / "ggml-model-i2_s.gguf")
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    m = bitnet.Model("hf:tester/bitnet-tiny-gguf")
+    assert m.info["source"] == "hf:tester/bitnet-tiny-gguf"
+    ids = m.tokenize("Hello")
+    assert np.array_equal(m.logits(ids), bitnet.Model(TINY_I2S).logits(ids))
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+        bitnet.Model("hf:tester/missing")

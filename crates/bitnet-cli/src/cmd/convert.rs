@@ -67,7 +67,8 @@ pub fn run(a: Args) -> Result<()> {
         force: a.force,
         quiet: false,
     };
-    let s = convert(&a.input, &a.output, &opts)?;
+    let input = crate::common::model_path(&a.input)?;
+    let s = convert(&input, &a.output, &opts)?;
     for w in &s.warnings {
         eprintln!("warning: {w}");
     }

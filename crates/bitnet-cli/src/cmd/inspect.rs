@@ -7,7 +7,7 @@ use bitnet_model::{FfnActivation, LoadOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// A .gguf file or a Hugging Face folder.
+    /// A .gguf file, a Hugging Face folder, or hf:ORG/REPO (with :FILE and @REVISION optional).
     pub model: PathBuf,
     /// Show the FFN activation as it would be with this override.
     #[arg(long = "ffn-act", value_parser = |s: &str| FfnActivation::parse(s).ok_or_else(|| format!("unknown activation '{s}'")))]
@@ -15,7 +15,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let report = bitnet_model::inspect::inspect(&a.model, &LoadOptions { ffn_act: a.ffn_act })?;
+    let report = bitnet_model::inspect::inspect(
+        &crate::common::model_path(&a.model)?,
+        &LoadOptions { ffn_act: a.ffn_act },
+    )?;
     print!("{report}");
     Ok(())
 }

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod chat;
 pub mod convert;
 pub mod generate;
+pub mod hub;
 pub mod inspect;
 pub mod logits;
 pub mod perplexity;

@@ -32,14 +32,15 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     crate::common::init_threads(a.threads)?;
-    let tensors = quant_report::tensor_report(&a.model, false)?;
+    let model = crate::common::model_path(&a.model)?;
+    let tensors = quant_report::tensor_report(&model, false)?;
     let (layers, n_cal) = match &a.file {
         Some(f) => {
-            let tok = bitnet_model::load_tokenizer(&a.model)?;
+            let tok = bitnet_model::load_tokenizer(&model)?;
             let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
             let mut ids = tok.encode(&text, tok.add_bos_default())?;
             ids.truncate(a.calib_tokens.max(1));
-            (calib::layer_errors(&a.model, &ids, false)?, ids.len())
+            (calib::layer_errors(&model, &ids, false)?, ids.len())
         }
         None => (Vec::new(), 0),
     };

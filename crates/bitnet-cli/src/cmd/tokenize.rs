@@ -18,7 +18,8 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let tok = match &a.model.model {
         // Only the tokenizer is needed: do not load the weights.
-        Some(p) => bitnet_model::load_tokenizer(p)?,
+        Some(p) if p.as_os_str() != "synth:tiny" => bitnet_model::load_tokenizer(&crate::common::model_path(p)?)?,
+        Some(_) => a.model.load()?.1,
         None => a.model.load()?.1,
     };
     let ids = tok.encode(&a.text, !a.no_bos && tok.add_bos_default())?;

@@ -36,7 +36,7 @@ impl TernaryMatrix {
         simd_level().has_avx512_vbmi()
     }
 
-    /// The same weights in the [`triple5`] layout (1.67 bits per value), with one scale for the
+    /// The same weights in the [`triple5`](super::triple5) layout (1.67 bits per value), with one scale for the
     /// tensor: I2_S matrices whose rows are whole I2_S blocks, and TQ2_0 / TQ1_0 matrices whose
     /// blocks all share one scale (or have scale 0), which is what converters write for BitNet
     /// b1.58, whose weights are one scale times -1/0/1. `None` otherwise. Rows are repacked in

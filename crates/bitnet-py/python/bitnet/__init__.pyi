@@ -24,8 +24,10 @@ class TokenStream(Iterator[str]):
 class Model:
     """A ternary model loaded by the bitnet-rs engine.
 
-    `path` is a GGUF file (bitnet.cpp's I2_S, llama.cpp's TQ1_0/TQ2_0, ...) or a Hugging Face
-    folder; None loads the built-in demo model. Weights are memory-mapped, never copied.
+    `path` is a GGUF file (bitnet.cpp's I2_S, llama.cpp's TQ1_0/TQ2_0, ...), a Hugging Face folder,
+    or "hf:ORG/REPO[:FILE][@REVISION]" (downloaded into the Hugging Face cache, resumably and
+    verified; HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE are honoured); None loads the built-in demo
+    model. Weights are memory-mapped, never copied.
 
     Raises FileNotFoundError / OSError when the file cannot be read, ValueError for a bad argument
     or a malformed model file.
