@@ -14,7 +14,9 @@ use bitnet_kernels::pool;
 use bitnet_model::{BitNetModel, InferenceState, KvType, LoadOptions, LogitsWanted};
 use bitnet_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::{PyFileNotFoundError, PyNotImplementedError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyNotImplementedError, PyOSError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -74,7 +76,70 @@ struct Sampling {
     ignore_eos: bool,
 }
 
+/// The keyword arguments of `generate`, `stream` and `chat`, parsed in one place.
+struct CallArgs {
+    sampling: Sampling,
+    add_bos: bool,
+    stream: bool,
+}
+
 impl Sampling {
+    /// Reads the sampling keywords (and `extra`, the ones only `method` takes) from `kwargs`; an
+    /// unknown keyword is a TypeError, as Python reports one.
+    fn from_kwargs(
+        method: &str,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        max_tokens: usize,
+        extra: &[&str],
+    ) -> PyResult<CallArgs> {
+        let mut a = CallArgs {
+            sampling: Sampling {
+                max_tokens,
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.95,
+                min_p: 0.05,
+                seed: None,
+                repeat_penalty: 1.0,
+                repeat_last_n: 64,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
+                stop: Vec::new(),
+                ignore_eos: false,
+            },
+            add_bos: true,
+            stream: false,
+        };
+        let Some(kwargs) = kwargs else { return Ok(a) };
+        for (k, v) in kwargs.iter() {
+            let key: String = k.extract()?;
+            let s = &mut a.sampling;
+            let bad = |e: PyErr| PyTypeError::new_err(format!("{method}(): argument '{key}': {e}"));
+            match key.as_str() {
+                "max_tokens" => s.max_tokens = v.extract().map_err(bad)?,
+                "temperature" => s.temperature = v.extract().map_err(bad)?,
+                "top_k" => s.top_k = v.extract().map_err(bad)?,
+                "top_p" => s.top_p = v.extract().map_err(bad)?,
+                "min_p" => s.min_p = v.extract().map_err(bad)?,
+                "seed" => s.seed = v.extract().map_err(bad)?,
+                "stop" => s.stop = v.extract::<Option<Vec<String>>>().map_err(bad)?.unwrap_or_default(),
+                "repeat_penalty" => s.repeat_penalty = v.extract().map_err(bad)?,
+                "repeat_last_n" => s.repeat_last_n = v.extract().map_err(bad)?,
+                "presence_penalty" => s.presence_penalty = v.extract().map_err(bad)?,
+                "frequency_penalty" => s.frequency_penalty = v.extract().map_err(bad)?,
+                "ignore_eos" if extra.contains(&"ignore_eos") => s.ignore_eos = v.extract().map_err(bad)?,
+                "add_bos" if extra.contains(&"add_bos") => a.add_bos = v.extract().map_err(bad)?,
+                "stream" if extra.contains(&"stream") => a.stream = v.extract().map_err(bad)?,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "{method}() got an unexpected keyword argument '{key}'"
+                    )))
+                }
+            }
+        }
+        Ok(a)
+    }
+
     fn options(&self, ctx: usize) -> PyResult<GenerateOptions> {
         let seed = self.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -312,131 +377,43 @@ impl Model {
             .map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
-    /// The text generated after `prompt`.
-    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=None,
-                        stop=None, repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0,
-                        frequency_penalty=0.0, ignore_eos=false, add_bos=true))]
-    #[allow(clippy::too_many_arguments)] // Python keyword arguments
-    fn generate(
-        &self,
-        py: Python<'_>,
-        prompt: &str,
-        max_tokens: usize,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        min_p: f32,
-        seed: Option<u64>,
-        stop: Option<Vec<String>>,
-        repeat_penalty: f32,
-        repeat_last_n: i64,
-        presence_penalty: f32,
-        frequency_penalty: f32,
-        ignore_eos: bool,
-        add_bos: bool,
-    ) -> PyResult<String> {
-        let s = Sampling {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed,
-            repeat_penalty,
-            repeat_last_n,
-            presence_penalty,
-            frequency_penalty,
-            stop: stop.unwrap_or_default(),
-            ignore_eos,
-        };
-        let ids = self.encode(prompt, add_bos)?;
-        self.run(py, ids, &s)
+    /// The text generated after `prompt`. Keyword arguments: max_tokens=128, temperature=0.8,
+    /// top_k=40, top_p=0.95, min_p=0.05, seed=None, stop=None, repeat_penalty=1.0,
+    /// repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, ignore_eos=False,
+    /// add_bos=True (llama.cpp's sampler chain; temperature 0 is greedy).
+    #[pyo3(signature = (prompt, **kwargs))]
+    fn generate(&self, py: Python<'_>, prompt: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<String> {
+        let a = Sampling::from_kwargs("generate", kwargs, 128, &["add_bos", "ignore_eos"])?;
+        let ids = self.encode(prompt, a.add_bos)?;
+        self.run(py, ids, &a.sampling)
     }
 
-    /// Like `generate`, as an iterator of text pieces (each a whole number of UTF-8 characters).
-    #[pyo3(signature = (prompt, max_tokens=128, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=None,
-                        stop=None, repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0,
-                        frequency_penalty=0.0, ignore_eos=false, add_bos=true))]
-    #[allow(clippy::too_many_arguments)] // Python keyword arguments
-    fn stream(
-        &self,
-        prompt: &str,
-        max_tokens: usize,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        min_p: f32,
-        seed: Option<u64>,
-        stop: Option<Vec<String>>,
-        repeat_penalty: f32,
-        repeat_last_n: i64,
-        presence_penalty: f32,
-        frequency_penalty: f32,
-        ignore_eos: bool,
-        add_bos: bool,
-    ) -> PyResult<TokenStream> {
-        let s = Sampling {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed,
-            repeat_penalty,
-            repeat_last_n,
-            presence_penalty,
-            frequency_penalty,
-            stop: stop.unwrap_or_default(),
-            ignore_eos,
-        };
-        let ids = self.encode(prompt, add_bos)?;
-        self.start_stream(ids, &s, false)
+    /// Like `generate` (same keyword arguments), as an iterator of text pieces (each a whole number
+    /// of UTF-8 characters).
+    #[pyo3(signature = (prompt, **kwargs))]
+    fn stream(&self, prompt: &str, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<TokenStream> {
+        let a = Sampling::from_kwargs("stream", kwargs, 128, &["add_bos", "ignore_eos"])?;
+        let ids = self.encode(prompt, a.add_bos)?;
+        self.start_stream(ids, &a.sampling, false)
     }
 
     /// The assistant's answer to `messages` (a list of {"role", "content"} dicts), rendered with the
-    /// model's chat template exactly as `bitnet chat` and the server do; with `stream=True`, an
-    /// iterator of text pieces instead.
-    #[pyo3(signature = (messages, max_tokens=256, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=None,
-                        stop=None, repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0,
-                        frequency_penalty=0.0, stream=false))]
-    #[allow(clippy::too_many_arguments)] // Python keyword arguments
+    /// model's chat template exactly as `bitnet chat` and the server do. Keyword arguments as
+    /// `generate` (max_tokens=256), and stream=True for an iterator of text pieces instead.
+    #[pyo3(signature = (messages, **kwargs))]
     fn chat(
         &self,
         py: Python<'_>,
         messages: &Bound<'_, PyList>,
-        max_tokens: usize,
-        temperature: f32,
-        top_k: usize,
-        top_p: f32,
-        min_p: f32,
-        seed: Option<u64>,
-        stop: Option<Vec<String>>,
-        repeat_penalty: f32,
-        repeat_last_n: i64,
-        presence_penalty: f32,
-        frequency_penalty: f32,
-        stream: bool,
+        kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let s = Sampling {
-            max_tokens,
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed,
-            repeat_penalty,
-            repeat_last_n,
-            presence_penalty,
-            frequency_penalty,
-            stop: stop.unwrap_or_default(),
-            ignore_eos: false,
-        };
+        let a = Sampling::from_kwargs("chat", kwargs, 256, &["stream"])?;
         let ids = self.chat_ids(messages)?;
-        if stream {
-            Ok(Py::new(py, self.start_stream(ids, &s, true)?)?.into_any())
+        if a.stream {
+            Ok(Py::new(py, self.start_stream(ids, &a.sampling, true)?)?.into_any())
         } else {
             // An answer's first token usually carries the space after "Assistant:", as in `bitnet chat`.
-            let text = self.run(py, ids, &s)?;
+            let text = self.run(py, ids, &a.sampling)?;
             Ok(text.trim_start().into_pyobject(py)?.into_any().unbind())
         }
     }

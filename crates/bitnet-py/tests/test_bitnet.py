@@ -195,6 +195,12 @@ def test_bad_arguments_raise_valueerror(demo):
         demo.logits([])
     with pytest.raises(TypeError):
         demo.generate(42)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temp'"):
+        demo.generate("x", temp=0)
+    with pytest.raises(TypeError, match="max_tokens"):
+        demo.generate("x", max_tokens="many")
+    with pytest.raises(TypeError, match="add_bos"):
+        demo.chat([{"role": "user", "content": "hi"}], add_bos=False)
     with pytest.raises(NotImplementedError, match="embedding"):
         demo.embed(["a"])
 

@@ -64,6 +64,7 @@ class Model:
     def generate(
         self,
         prompt: str,
+        *,
         max_tokens: int = 128,
         temperature: float = 0.8,
         top_k: int = 40,
@@ -86,6 +87,7 @@ class Model:
     def stream(
         self,
         prompt: str,
+        *,
         max_tokens: int = 128,
         temperature: float = 0.8,
         top_k: int = 40,
@@ -105,6 +107,7 @@ class Model:
     def chat(
         self,
         messages: List[Dict[str, str]],
+        *,
         max_tokens: int = 256,
         temperature: float = 0.8,
         top_k: int = 40,
