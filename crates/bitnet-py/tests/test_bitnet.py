@@ -143,6 +143,21 @@ def test_gil_is_released_while_generating(tiny):
     assert inside > 100, f"the main thread ran {inside * 64} steps in the middle of a {t1 - t0:.2f} s call"
 
 
+def test_threads_share_a_model(demo):
+    want = demo.generate("Once upon a time", max_tokens=32, temperature=0)
+    got = [None] * 4
+
+    def work(i):
+        got[i] = demo.generate("Once upon a time", max_tokens=32, temperature=0)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert got == [want] * 4
+
+
 def test_ctrl_c_stops_generation(tiny):
     timer = threading.Timer(0.2, _thread.interrupt_main)
     t0 = time.perf_counter()
