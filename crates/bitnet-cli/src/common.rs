@@ -54,8 +54,8 @@ pub fn model_path(p: &Path) -> Result<PathBuf> {
 /// `-m`, `--ffn-act`, `-t`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a .gguf file, a Hugging Face folder, or hf:ORG/REPO (with :FILE and @REVISION optional; downloaded into
-    /// the Hugging Face cache). Without it, the built-in demo model (a tiny BitNet
+    /// Model: a .gguf file, a Hugging Face folder, or hf:ORG/REPO (with :FILE and @REVISION optional;
+    /// downloaded into the Hugging Face cache). Without it, the built-in demo model (a tiny BitNet
     /// trained on synthetic stories; see README); `synth:tiny` synthesizes a random-weight model.
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
