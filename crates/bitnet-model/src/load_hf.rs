@@ -58,7 +58,7 @@ impl Checkpoint {
                 let f = v
                     .as_str()
                     .with_context(|| format!("{}: weight_map['{k}'] is not a string", index.display()))?;
-                if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+                if f.is_empty() || f.contains('/') || f.contains('\\') || f.starts_with('.') {
                     bail!("{}: shard name '{f}' must be a plain file name", index.display());
                 }
                 names.insert(f.to_string());
@@ -72,6 +72,7 @@ impl Checkpoint {
         };
         let mut files = Vec::new();
         let mut tensors = HashMap::new();
+        let files_seen: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
         for (fi, p) in paths.into_iter().enumerate() {
             let f = File::open(&p).with_context(|| format!("opening {}", p.display()))?;
             // SAFETY: the file is opened read-only and mapped privately; we never write through the map.
@@ -84,6 +85,14 @@ impl Checkpoint {
             let base = 8 + header_len;
             for (name, info) in meta.tensors() {
                 let (a, b) = info.data_offsets;
+                if let Some(prev) = tensors.get(&name) {
+                    let StTensor { file, .. } = prev;
+                    bail!(
+                        "tensor '{name}' is in two shards ({} and {}); a checkpoint holds each tensor once",
+                        files_seen[*file],
+                        p.display()
+                    );
+                }
                 tensors.insert(
                     name.clone(),
                     StTensor {
@@ -241,7 +250,14 @@ fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Resu
         cfg.vocab_size,
     );
     let embed = ck.float_matrix(ModelTensor::Embedding.hf(), vocab, h)?;
-    let head = if !tied && ck.tensors.contains_key(ModelTensor::Head.hf()) {
+    let head = if !tied {
+        if !ck.tensors.contains_key(ModelTensor::Head.hf()) {
+            bail!(
+                "config.json says tie_word_embeddings: false, but tensor '{}' (the untied output head) is \
+                 missing",
+                ModelTensor::Head.hf()
+            );
+        }
         ck.float_matrix(ModelTensor::Head.hf(), vocab, h)?
     } else {
         embed.clone()

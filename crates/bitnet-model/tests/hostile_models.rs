@@ -225,3 +225,88 @@ fn hostile_hugging_face_folders_fail_cleanly() {
     assert!(hf_err(&d).contains("num_attention_heads"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// A copy of fixture `src` with the bytes of tensor `name` changed by `edit`.
+fn with_tensor_bytes(src: &str, name: &str, edit: impl Fn(&mut Vec<u8>)) -> GgufWriter {
+    let g = GgufFile::open(&fixture(src)).expect("fixture");
+    let mut w = GgufWriter::new();
+    for (k, v) in g.metadata() {
+        if k != "general.alignment" {
+            w.add_metadata(k.clone(), v.clone()).expect("metadata");
+        }
+    }
+    for t in g.tensors() {
+        let mut data = g.tensor_data(t).to_vec();
+        if t.name == name {
+            edit(&mut data);
+        }
+        w.add_tensor(t.name.clone(), &t.dims, t.ggml_type, data)
+            .expect("tensor");
+    }
+    w
+}
+
+#[test]
+fn non_finite_weight_scales_are_rejected() {
+    let name = "blk.0.attn_q.weight";
+    // I2_S: the f32 scale after the packed codes.
+    let g = GgufFile::open(&fixture("gguf/bitnet-b158-i2_s.gguf")).unwrap();
+    let n = g.tensor(name).unwrap().n_elements() as usize;
+    for bad in [f32::NAN, f32::INFINITY] {
+        let e = err_of(&with_tensor_bytes("gguf/bitnet-b158-i2_s.gguf", name, |d| {
+            d[n / 4..n / 4 + 4].copy_from_slice(&bad.to_le_bytes())
+        }));
+        assert!(e.contains(name) && e.contains("finite"), "{e}");
+    }
+    // TQ2_0 and TQ1_0: an f16 infinity (0x7c00) as a block scale (TQ2_0: bytes 64..66 of a 66-byte
+    // block; TQ1_0: bytes 52..54 of a 54-byte block), in the second block.
+    for (file, bs, at) in [
+        ("gguf/llamacpp-tq2_0.gguf", 66, 64),
+        ("gguf/llamacpp-tq1_0.gguf", 54, 52),
+    ] {
+        let e = err_of(&with_tensor_bytes(file, name, |d| {
+            d[bs + at..bs + at + 2].copy_from_slice(&[0x00, 0x7c])
+        }));
+        assert!(
+            e.contains(name) && e.contains("block 1") && e.contains("finite"),
+            "{file}: {e}"
+        );
+    }
+}
+
+#[test]
+fn hostile_checkpoint_layouts_are_named() {
+    // An untied model without its head.
+    let d = hf_copy("untied");
+    let cfg = d.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("\"tie_word_embeddings\": true", "\"tie_word_embeddings\": false"),
+    )
+    .unwrap();
+    let e = hf_err(&d);
+    assert!(e.contains("lm_head.weight") && e.contains("tie_word_embeddings"), "{e}");
+    let _ = std::fs::remove_dir_all(&d);
+    // Shards: one tensor in two shards, and names that are not plain file names.
+    let d = hf_copy("shards");
+    let st = d.join("model.safetensors");
+    std::fs::copy(&st, d.join("a.safetensors")).unwrap();
+    std::fs::rename(&st, d.join("b.safetensors")).unwrap();
+    let index = d.join("model.safetensors.index.json");
+    let map = |a: &str, b: &str| {
+        format!(r#"{{"weight_map": {{"model.norm.weight": "{a}", "model.embed_tokens.weight": "{b}"}}}}"#)
+    };
+    std::fs::write(&index, map("a.safetensors", "b.safetensors")).unwrap();
+    let e = hf_err(&d);
+    assert!(
+        e.contains("two shards") && e.contains("a.safetensors") && e.contains("b.safetensors"),
+        "{e}"
+    );
+    for bad in ["", "../b.safetensors", "/etc/passwd", ".hidden"] {
+        std::fs::write(&index, map("a.safetensors", bad)).unwrap();
+        let e = hf_err(&d);
+        assert!(e.contains("plain file name"), "{bad:?}: {e}");
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}

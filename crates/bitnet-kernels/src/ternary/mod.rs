@@ -144,6 +144,12 @@ impl TernaryMatrix {
                 got: data.len(),
             });
         }
+        let blocks = data[..needed].chunks_exact(block_bytes);
+        if let Some((i, d)) = blocks.map(L::block_scale).enumerate().find(|(_, d)| !d.is_finite()) {
+            return Err(KernelError::InvalidData(format!(
+                "{name} block {i} has scale {d}; a weight scale must be a finite number"
+            )));
+        }
         // Only the TQ2_0 kernels care (TQ1_0 digits are always 0..=2): scan its 64 code bytes
         // per block.
         let clean = L::FORMAT != TernaryFormat::TQ2_0

@@ -120,7 +120,14 @@ pub(crate) fn read_scale(data: &[u8], n: usize) -> Result<f32, KernelError> {
         });
     }
     let b = &data[n / 4..n / 4 + 4];
-    Ok(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    let scale = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    // A NaN or infinite scale makes every logit NaN (greedy decoding then emits token 0 forever).
+    if !scale.is_finite() {
+        return Err(KernelError::InvalidData(format!(
+            "the I2_S scale is {scale}; a weight scale must be a finite number"
+        )));
+    }
+    Ok(scale)
 }
 
 /// Decodes (up to) 128 values of one block.
