@@ -152,6 +152,7 @@ impl TokenizerMeta {
             entries.push((id, s.clone(), false));
         }
         let mut special = std::collections::HashMap::new();
+        let mut added_by_id = std::collections::BTreeMap::new();
         if let Some(added) = j.get("added_tokens").and_then(|a| a.as_array()) {
             for a in added {
                 let id = a
@@ -163,10 +164,21 @@ impl TokenizerMeta {
                     .get("content")
                     .and_then(|v| v.as_str())
                     .with_context(|| format!("{}: added token {id} has no 'content'", p.display()))?;
-                special.insert(id, a.get("special").and_then(|v| v.as_bool()).unwrap_or(false));
-                entries.retain(|e| e.0 != id);
-                entries.push((id, content.to_string(), true));
+                // A later entry with the same id replaces an earlier one.
+                added_by_id.insert(
+                    id,
+                    (
+                        content.to_string(),
+                        a.get("special").and_then(|v| v.as_bool()).unwrap_or(false),
+                    ),
+                );
             }
+        }
+        // One pass over the vocabulary (removing each added token's id one by one was quadratic).
+        entries.retain(|e| !added_by_id.contains_key(&e.0));
+        for (id, (content, is_special)) in added_by_id {
+            special.insert(id, is_special);
+            entries.push((id, content, true));
         }
         entries.sort_by_key(|e| e.0);
         let n = entries.len();

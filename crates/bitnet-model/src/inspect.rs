@@ -184,8 +184,33 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+/// Names, keys and values come from the file: control characters (terminal escapes, bells,
+/// carriage returns) are shown escaped, so a hostile file cannot drive the terminal.
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        if ch.is_control() && ch != '\n' {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Widest name column: longer names overflow it rather than pushing every row right.
+const MAX_NAME_COLUMN: usize = 64;
+
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        self.write_to(&mut out)?;
+        f.write_str(&escape_controls(&out))
+    }
+}
+
+impl Report {
+    fn write_to(&self, f: &mut String) -> fmt::Result {
         let c = &self.cfg;
         writeln!(f, "model:          {}", self.path)?;
         writeln!(f, "format:         {}", self.format)?;
@@ -213,7 +238,13 @@ impl fmt::Display for Report {
         }
         let total: u64 = self.tensors.iter().map(|t| t.bytes).sum();
         writeln!(f, "\ntensors: {} ({})", self.tensors.len(), human_bytes(total))?;
-        let w = self.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+        let w = self
+            .tensors
+            .iter()
+            .map(|t| t.name.chars().count())
+            .max()
+            .unwrap_or(4)
+            .clamp(4, MAX_NAME_COLUMN);
         writeln!(f, "  {:<w$}  {:<6}  {:<18}  {:>12}", "name", "type", "shape", "size")?;
         for t in &self.tensors {
             let mut shape = String::new();

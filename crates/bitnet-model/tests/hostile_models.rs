@@ -310,3 +310,22 @@ fn hostile_checkpoint_layouts_are_named() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn inspect_escapes_what_the_file_says() {
+    let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, None);
+    w.add_metadata("general.description", "\u{1b}[2J\u{7}clear\rscreen")
+        .unwrap();
+    let p = std::env::temp_dir().join(format!("bitnet-inspect-escape-{}.gguf", std::process::id()));
+    std::fs::write(&p, w.to_bytes().unwrap()).unwrap();
+    let report = bitnet_model::inspect::inspect(&p, &LoadOptions::default())
+        .unwrap()
+        .to_string();
+    let _ = std::fs::remove_file(&p);
+    assert!(report.contains("general.description"), "{report}");
+    assert!(
+        !report.chars().any(|c| c.is_control() && c != '\n'),
+        "raw control characters in the report"
+    );
+    assert!(report.contains("\\u{1b}[2J\\u{7}clear\\rscreen"), "{report}");
+}

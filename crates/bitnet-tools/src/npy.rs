@@ -87,8 +87,9 @@ pub fn decode_f32(b: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
         bail!("Fortran-order .npy arrays are not supported");
     }
     let shape_txt = field("'shape':")?.trim_start();
-    let end = shape_txt.find(')').context(".npy shape is not closed")?;
-    let shape: Vec<usize> = shape_txt[1..end]
+    let inner = shape_txt.strip_prefix('(').context(".npy shape is not a tuple")?;
+    let end = inner.find(')').context(".npy shape is not closed")?;
+    let shape: Vec<usize> = inner[..end]
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -138,5 +139,34 @@ mod tests {
         let mut b = encode_f32(&[4], &[1.0; 4]).unwrap();
         b.truncate(b.len() - 1);
         assert!(decode_f32(&b).is_err());
+    }
+
+    /// Malformed headers are errors, never panics: shapes that are not tuples (`)` first used to
+    /// slice out of order), every byte of the header changed, and every truncation.
+    #[test]
+    fn malformed_headers_never_panic() {
+        let good = encode_f32(&[2, 3], &[0.5; 6]).unwrap();
+        let text = String::from_utf8_lossy(&good[10..]).into_owned();
+        for shape in [
+            "'shape': )",
+            "'shape': ",
+            "'shape': (",
+            "'shape': é)",
+            "'shape': (-1,)",
+            "'shape': (99999999999999999999,)",
+        ] {
+            let h = text.replacen("'shape': (2, 3)", shape, 1);
+            let mut b = good[..10].to_vec();
+            b.extend_from_slice(h.as_bytes());
+            assert!(decode_f32(&b).is_err(), "{shape}");
+        }
+        for i in 0..good.len() {
+            for v in [0u8, b')', b'(', 0xff, b'9'] {
+                let mut b = good.clone();
+                b[i] = v;
+                let _ = decode_f32(&b);
+            }
+            let _ = decode_f32(&good[..i]);
+        }
     }
 }
