@@ -73,6 +73,9 @@ impl ModelRef {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
             || revision.contains("..")
+            // It becomes a path under refs/ (branch names like `pr/1` have slashes): relative, no
+            // empty or dot components, so `@/etc/x` cannot write outside the cache.
+            || check_repo_path(&revision).is_err()
         {
             return Err(format!("revision '{revision}' has characters a revision cannot hold"));
         }
