@@ -262,6 +262,9 @@ mod tests {
             "hf:a/b@",
             "hf:a/b:x@..",
             "hf:a/b:",
+            "hf:a/b@/etc/x",
+            "hf:a/b@x//y",
+            "hf:a/b@./x",
         ] {
             assert!(ModelRef::parse(bad).unwrap().is_err(), "{bad}");
         }
