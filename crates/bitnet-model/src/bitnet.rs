@@ -1,13 +1,21 @@
-//! The BitNet b1.58 architecture: weights and the forward pass, in one file.
+//! The ternary decoder of every family: weights and the forward pass, in one file.
 //!
 //! Per layer: `x += o_proj(attn_sub_norm(attention(rope(q), rope(k), v)))` with q/k/v projections of
 //! `attn_norm(x)`, then `x += down(ffn_sub_norm(act(gate(h)) * up(h)))` with `h = ffn_norm(x)`. Every
 //! projection is ternary and quantizes its input to int8 per token (absmax, round half to even).
-//! The output head is the (tied) embedding in float.
+//! The output head is float (the tied embedding, or its own matrix).
+//!
+//! What differs between families is data, not code ([`crate::arch::BlockTraits`]): the sub-norms
+//! are optional (BitNet b1.58 and 1bitLLM have them, Llama-architecture models do not), a
+//! projection may carry its own input RMSNorm ([`Linear::in_norm`], BitNet embedding models), q/k
+//! heads may be RMS-normed before RoPE (Qwen3), RoPE pairs dimensions half-split or interleaved
+//! ([`crate::arch::RopeLayout`]), and embedding models return pooled hidden states
+//! ([`LogitsWanted::Hidden`]) instead of logits.
 
 use anyhow::{bail, Result};
 use bitnet_kernels::{quantize_row_i8, FloatMatrix, TernaryMatrix};
 
+use crate::arch::RopeLayout;
 use crate::config::ModelConfig;
 use crate::kv_cache::{KvCache, KvType};
 use crate::ops::{self, Rope};
@@ -20,12 +28,26 @@ use bitnet_kernels::ops::matmul;
 pub struct Linear {
     pub w: TernaryMatrix,
     pub out_scale: Option<f32>,
+    /// An RMSNorm applied to the input before it is quantized (BitNet embedding models give every
+    /// projection its own).
+    pub in_norm: Option<Norm>,
+}
+
+/// RMSNorm weights and epsilon.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    pub w: Vec<f32>,
+    pub eps: f32,
 }
 
 impl Linear {
     /// Wraps `w` as it is.
     pub fn new(w: TernaryMatrix) -> Self {
-        Linear { w, out_scale: None }
+        Linear {
+            w,
+            out_scale: None,
+            in_norm: None,
+        }
     }
 
     /// Wraps `w` in the layout this CPU's kernels read fastest ([`TernaryMatrix::for_cpu`]:
@@ -35,9 +57,20 @@ impl Linear {
         Linear::new(w.for_cpu())
     }
 
-    /// `y = W · quant_i8(x)` for `n_tok` rows of `x`, using `s` as quantization scratch.
+    /// `y = W · quant_i8(norm(x))` for `n_tok` rows of `x` (`norm` = [`Linear::in_norm`] when the
+    /// projection has one), using `s` as scratch.
     pub fn forward(&self, x: &[f32], n_tok: usize, s: &mut QuantScratch, y: &mut [f32]) {
-        s.quantize(x, n_tok, self.w.cols());
+        let cols = self.w.cols();
+        match &self.in_norm {
+            Some(nm) => {
+                let mut normed = std::mem::take(&mut s.normed);
+                normed.resize(n_tok * cols, 0.0);
+                ops::rmsnorm_rows(&x[..n_tok * cols], &nm.w, nm.eps, &mut normed);
+                s.quantize(&normed, n_tok, cols);
+                s.normed = normed;
+            }
+            None => s.quantize(x, n_tok, cols),
+        }
         self.forward_quantized(n_tok, s, y);
     }
 
@@ -65,7 +98,7 @@ fn forward_many<const K: usize>(ls: [&Linear; K], n_tok: usize, s: &mut QuantScr
         &mut y[..n_tok * ls[k - 1].w.rows()]
     });
     let ws = ls.map(|l| &l.w);
-    let QuantScratch { xq, xs, tmp } = s;
+    let QuantScratch { xq, xs, tmp, .. } = s;
     let views = ys.each_mut().map(|y| &mut **y);
     matmul::ternary_many(ws, &xq[..n_tok * cols], &xs[..n_tok], views, tmp);
     for (l, y) in ls.iter().zip(ys.iter_mut()) {
@@ -81,6 +114,8 @@ pub struct QuantScratch {
     pub xq: Vec<i8>,
     pub xs: Vec<f32>,
     pub tmp: Vec<f32>,
+    /// The input after a projection's own RMSNorm.
+    pub normed: Vec<f32>,
 }
 
 impl QuantScratch {
@@ -94,20 +129,54 @@ impl QuantScratch {
     }
 }
 
-/// One transformer block.
+/// One transformer block. The optional norms are those of [`crate::arch::BlockTraits`].
 #[derive(Debug)]
 pub struct Layer {
     pub attn_norm: Vec<f32>,
     pub wq: Linear,
     pub wk: Linear,
     pub wv: Linear,
-    pub attn_sub_norm: Vec<f32>,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub attn_sub_norm: Option<Vec<f32>>,
     pub wo: Linear,
     pub ffn_norm: Vec<f32>,
     pub w_gate: Linear,
     pub w_up: Linear,
-    pub ffn_sub_norm: Vec<f32>,
+    pub ffn_sub_norm: Option<Vec<f32>>,
     pub w_down: Linear,
+}
+
+impl Layer {
+    /// The seven projections.
+    pub fn projections(&self) -> [&Linear; 7] {
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+    }
+
+    /// Every norm weight of the layer (for parameter counts).
+    fn norm_params(&self) -> usize {
+        let opt = |v: &Option<Vec<f32>>| v.as_ref().map_or(0, |v| v.len());
+        self.attn_norm.len()
+            + self.ffn_norm.len()
+            + opt(&self.q_norm)
+            + opt(&self.k_norm)
+            + opt(&self.attn_sub_norm)
+            + opt(&self.ffn_sub_norm)
+            + self
+                .projections()
+                .iter()
+                .map(|l| l.in_norm.as_ref().map_or(0, |n| n.w.len()))
+                .sum::<usize>()
+    }
 }
 
 /// A loaded model: configuration and weights (ternary weights stay packed, usually mmapped).
@@ -136,6 +205,9 @@ pub enum LogitsWanted {
     All,
     /// None: only fill the KV cache.
     None,
+    /// The final-normed hidden state of every token instead of logits (`[n, hidden]`; embedding
+    /// models pool these).
+    Hidden,
 }
 
 /// Per-sequence state: the KV cache, the next position, and reusable buffers.
@@ -242,7 +314,7 @@ impl BitNetModel {
     pub fn weight_bytes_per_token(&self) -> f64 {
         let mut b = 0usize;
         for l in &self.layers {
-            for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for lin in l.projections() {
                 b += lin.w.data().len();
             }
         }
@@ -255,10 +327,10 @@ impl BitNetModel {
     pub fn param_count(&self) -> f64 {
         let mut p = 0usize;
         for l in &self.layers {
-            for lin in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+            for lin in l.projections() {
                 p += lin.w.rows() * lin.w.cols();
             }
-            p += l.attn_norm.len() + l.attn_sub_norm.len() + l.ffn_norm.len() + l.ffn_sub_norm.len();
+            p += l.norm_params();
         }
         p += self.embed.rows() * self.embed.cols() + self.final_norm.len();
         if !self.tied_head {
@@ -380,12 +452,12 @@ impl BitNetModel {
     }
 
     fn logits_len(&self, n: usize, wanted: LogitsWanted) -> usize {
-        self.head.rows()
-            * match wanted {
-                LogitsWanted::None => 0,
-                LogitsWanted::Last => 1,
-                LogitsWanted::All => n,
-            }
+        match wanted {
+            LogitsWanted::None => 0,
+            LogitsWanted::Last => self.head.rows(),
+            LogitsWanted::All => self.head.rows() * n,
+            LogitsWanted::Hidden => self.cfg.hidden_size * n,
+        }
     }
 
     /// The forward pass proper. Positions come from `seqs`; K/V are appended to the caches.
@@ -430,22 +502,43 @@ impl BitNetModel {
             n_kv_heads: c.num_kv_heads,
             head_dim: c.head_dim,
         };
+        let (rope_layout, hd) = (c.rope_layout, c.head_dim);
         for (li, l) in self.layers.iter().enumerate() {
             let x = &mut b.x[..n * h];
             let xn = grow(&mut b.xn, n * h.max(qd));
             ops::rmsnorm_rows(x, &l.attn_norm, c.rms_eps, &mut xn[..n * h]);
-            b.quant.quantize(&b.xn[..n * h], n, h);
             grow(&mut b.q, n * qd);
             grow(&mut b.k, n * kvd);
             grow(&mut b.v, n * kvd);
-            forward_many([&l.wq, &l.wk, &l.wv], n, &mut b.quant, [&mut b.q, &mut b.k, &mut b.v]);
+            if l.wq.in_norm.is_some() || l.wk.in_norm.is_some() || l.wv.in_norm.is_some() {
+                // Each projection normalizes and quantizes the input its own way.
+                l.wq.forward(&b.xn[..n * h], n, &mut b.quant, &mut b.q);
+                l.wk.forward(&b.xn[..n * h], n, &mut b.quant, &mut b.k);
+                l.wv.forward(&b.xn[..n * h], n, &mut b.quant, &mut b.v);
+            } else {
+                b.quant.quantize(&b.xn[..n * h], n, h);
+                forward_many([&l.wq, &l.wk, &l.wv], n, &mut b.quant, [&mut b.q, &mut b.k, &mut b.v]);
+            }
+            if let Some(qn) = &l.q_norm {
+                b.q[..n * qd]
+                    .chunks_exact_mut(hd)
+                    .for_each(|head| ops::rmsnorm_in_place(head, qn, c.rms_eps));
+            }
+            if let Some(kn) = &l.k_norm {
+                b.k[..n * kvd]
+                    .chunks_exact_mut(hd)
+                    .for_each(|head| ops::rmsnorm_in_place(head, kn, c.rms_eps));
+            }
             for t in 0..n {
                 let (cs, sn) = (&b.cos[t * half..(t + 1) * half], &b.sin[t * half..(t + 1) * half]);
-                for hq in b.q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
-                    ops::rope_head(hq, cs, sn);
-                }
-                for hk in b.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(c.head_dim) {
-                    ops::rope_head(hk, cs, sn);
+                let heads = b.q[t * qd..(t + 1) * qd]
+                    .chunks_exact_mut(hd)
+                    .chain(b.k[t * kvd..(t + 1) * kvd].chunks_exact_mut(hd));
+                for head in heads {
+                    match rope_layout {
+                        RopeLayout::HalfSplit => ops::rope_head(head, cs, sn),
+                        RopeLayout::Interleaved => ops::rope_head_interleaved(head, cs, sn),
+                    }
                 }
             }
             let attn = grow(&mut b.attn, n * qd);
@@ -478,24 +571,39 @@ impl BitNetModel {
                     attention::attention_batch(&b.q[..n * qd], n, kv, max_n, shape, attn, &mut b.scores);
                 }
             }
-            ops::rmsnorm_rows(&b.attn[..n * qd], &l.attn_sub_norm, c.rms_eps, &mut b.xn[..n * qd]);
             let proj = grow(&mut b.proj, n * h);
-            l.wo.forward(&b.xn, n, &mut b.quant, proj);
+            match &l.attn_sub_norm {
+                Some(sub) => {
+                    ops::rmsnorm_rows(&b.attn[..n * qd], sub, c.rms_eps, &mut b.xn[..n * qd]);
+                    l.wo.forward(&b.xn, n, &mut b.quant, proj);
+                }
+                None => l.wo.forward(&b.attn, n, &mut b.quant, proj),
+            }
             for (xi, pi) in b.x[..n * h].iter_mut().zip(&b.proj[..n * h]) {
                 *xi += pi;
             }
             ops::rmsnorm_rows(&b.x[..n * h], &l.ffn_norm, c.rms_eps, &mut b.xn[..n * h]);
-            b.quant.quantize(&b.xn[..n * h], n, h);
             grow(&mut b.gate, n * ffn);
             grow(&mut b.up, n * ffn);
-            forward_many([&l.w_gate, &l.w_up], n, &mut b.quant, [&mut b.gate, &mut b.up]);
+            if l.w_gate.in_norm.is_some() || l.w_up.in_norm.is_some() {
+                l.w_gate.forward(&b.xn[..n * h], n, &mut b.quant, &mut b.gate);
+                l.w_up.forward(&b.xn[..n * h], n, &mut b.quant, &mut b.up);
+            } else {
+                b.quant.quantize(&b.xn[..n * h], n, h);
+                forward_many([&l.w_gate, &l.w_up], n, &mut b.quant, [&mut b.gate, &mut b.up]);
+            }
             let act = c.ffn_act;
             for (g, u) in b.gate[..n * ffn].iter_mut().zip(&b.up[..n * ffn]) {
                 *g = act.apply(*g) * u;
             }
-            // ffn_sub_norm output reuses `up` (same width).
-            ops::rmsnorm_rows(&b.gate[..n * ffn], &l.ffn_sub_norm, c.rms_eps, &mut b.up[..n * ffn]);
-            l.w_down.forward(&b.up, n, &mut b.quant, &mut b.proj[..n * h]);
+            match &l.ffn_sub_norm {
+                Some(sub) => {
+                    // ffn_sub_norm output reuses `up` (same width).
+                    ops::rmsnorm_rows(&b.gate[..n * ffn], sub, c.rms_eps, &mut b.up[..n * ffn]);
+                    l.w_down.forward(&b.up, n, &mut b.quant, &mut b.proj[..n * h]);
+                }
+                None => l.w_down.forward(&b.gate, n, &mut b.quant, &mut b.proj[..n * h]),
+            }
             for (xi, pi) in b.x[..n * h].iter_mut().zip(&b.proj[..n * h]) {
                 *xi += pi;
             }
@@ -503,6 +611,11 @@ impl BitNetModel {
         // The rows whose logits are wanted, final-normed into xn.
         let m = match (&seqs, wanted) {
             (_, LogitsWanted::None) => return Ok(()),
+            (_, LogitsWanted::Hidden) => {
+                let out = grow(&mut ws.logits, n * h);
+                ops::rmsnorm_rows(&b.x[..n * h], &self.final_norm, c.rms_eps, out);
+                return Ok(());
+            }
             (Seqs::Spans { states, lens }, _) => {
                 let xn = grow(&mut b.xn, states.len() * h);
                 let mut end = 0;

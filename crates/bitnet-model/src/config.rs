@@ -8,7 +8,7 @@ use std::fmt;
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::GgufFile;
 
-use crate::arch::{self, key, ActivationRule, LayerTensor, ModelTensor};
+use crate::arch::{self, key, ActivationRule, Family, LayerTensor, ModelTensor, Pooling, RopeLayout};
 
 /// The gated FFN's activation: `act(gate) * up`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +82,21 @@ pub struct ModelConfig {
     pub ffn_act: FfnActivation,
     /// Why `ffn_act` is what it is, for `bitnet inspect`.
     pub ffn_act_reason: String,
+    /// The model family: which norms its blocks have and how its files name tensors.
+    pub family: Family,
+    /// Why `family` is what it is, for `bitnet inspect`.
+    pub family_reason: String,
+    pub rope_layout: RopeLayout,
+    /// Embedding models: how the final hidden states become one vector (`None` for language models).
+    pub pooling: Option<Pooling>,
+}
+
+/// Reads `{arch}.key` as an integer when present.
+fn opt_u64(gguf: &GgufFile, key: &str) -> Result<Option<u64>> {
+    Ok(match gguf.get(key) {
+        Some(_) => Some(gguf.get_u64(key)?),
+        None => None,
+    })
 }
 
 impl ModelConfig {
@@ -124,7 +139,38 @@ impl ModelConfig {
             Some(_) => gguf.get_u64(&k(key::HEAD_COUNT_KV))? as usize,
             None => heads,
         };
-        let head_dim = hidden.checked_div(heads).unwrap_or(0);
+        // Qwen3 heads are wider than hidden / heads: `attention.key_length` says so.
+        let head_dim = match opt_u64(gguf, &k(key::KEY_LENGTH))? {
+            Some(d) => d as usize,
+            None => hidden.checked_div(heads).unwrap_or(0),
+        };
+        if let Some(v) = opt_u64(gguf, &k(key::VALUE_LENGTH))? {
+            if v as usize != head_dim {
+                bail!(
+                    "key '{}' = {v} differs from the key length {head_dim}; heads whose values and keys differ \
+                     in width are not supported",
+                    k(key::VALUE_LENGTH)
+                );
+            }
+        }
+        let (family, family_reason) = match (spec.family, ffn_act) {
+            (Family::OneBitLlm, FfnActivation::Relu2) => (
+                Family::BitNetB158,
+                format!("architecture '{arch}' with sub-norms and squared ReLU: the BitNet b1.58 layout"),
+            ),
+            (f, _) => (f, format!("architecture '{arch}' ({})", spec.writer)),
+        };
+        let pooling = if family.is_embedding() {
+            let pk = k(key::POOLING_TYPE);
+            match opt_u64(gguf, &pk)? {
+                Some(v) => Some(Pooling::from_gguf(v).with_context(|| {
+                    format!("key '{pk}' = {v} is not a pooling this engine computes (1 mean, 2 cls, 3 last)")
+                })?),
+                None => Some(Pooling::Last),
+            }
+        } else {
+            None
+        };
         let rope_dim = match gguf.get(&k(key::ROPE_DIMENSION_COUNT)) {
             Some(_) => gguf.get_u64(&k(key::ROPE_DIMENSION_COUNT))? as usize,
             None => head_dim,
@@ -162,6 +208,10 @@ impl ModelConfig {
             rms_eps: gguf.get_f32(&k(key::RMS_EPS))?,
             ffn_act,
             ffn_act_reason: reason,
+            family,
+            family_reason,
+            rope_layout: spec.rope,
+            pooling,
             arch,
         };
         cfg.with_override(ffn_override).validated()
@@ -188,6 +238,47 @@ impl ModelConfig {
             .and_then(|a| a.get(0))
             .and_then(|a| a.as_str())
             .unwrap_or("BitNetForCausalLM");
+        let spec = arch::hf_arch(arch).with_context(|| {
+            format!(
+                "config.json: unsupported architecture '{arch}' (key 'architectures'); expected one of {}",
+                arch::HF_ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        let family = spec.family;
+        let quant_method = json
+            .get("quantization_config")
+            .and_then(|q| q.get("quant_method"))
+            .and_then(|v| v.as_str());
+        let family_reason = match family {
+            Family::Llama158 => {
+                if quant_method != Some("bitnet") {
+                    bail!(
+                        "config.json: a LlamaForCausalLM without quantization_config.quant_method = 'bitnet' is a \
+                         float model, not a ternary one (found {})",
+                        quant_method.map_or("no quantization_config".to_string(), |m| format!("'{m}'"))
+                    );
+                }
+                "config.json: LlamaForCausalLM with quantization_config.quant_method 'bitnet'".to_string()
+            }
+            Family::OneBitLlm => {
+                "config.json: BitnetForCausalLM (1bitLLM: inner_attn_ln / ffn_layernorm sub-norms)".to_string()
+            }
+            Family::BitNetEmbedQwen3 => {
+                "config.json: Qwen3Model with ternary projections (BitNet embedding model)".to_string()
+            }
+            Family::BitNetB158 => "config.json: BitNetForCausalLM".to_string(),
+        };
+        if let Some(rs) = json.get("rope_scaling").filter(|v| !v.is_null()) {
+            let ty = rs
+                .get("rope_type")
+                .or_else(|| rs.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("?");
+            let factor = rs.get("factor").and_then(|v| v.as_f64()).unwrap_or(1.0);
+            if !(ty == "default" || (ty == "linear" && factor == 1.0)) {
+                bail!("config.json: rope_scaling of type '{ty}' (factor {factor}) is not supported yet");
+            }
+        }
         let hidden = get_usize("hidden_size")?;
         let heads = get_usize("num_attention_heads")?;
         let kv_heads = match json.get("num_key_value_heads") {
@@ -215,7 +306,8 @@ impl ModelConfig {
                 bail!("config.json: rope_parameters.rope_type '{rt}' is not supported (only 'default')");
             }
         }
-        let act_name = json.get("hidden_act").and_then(|v| v.as_str()).unwrap_or("relu2");
+        let default_act = if family == Family::BitNetB158 { "relu2" } else { "silu" };
+        let act_name = json.get("hidden_act").and_then(|v| v.as_str()).unwrap_or(default_act);
         let ffn_act = FfnActivation::parse(act_name)
             .with_context(|| format!("config.json: unsupported hidden_act '{act_name}' (expected relu2 or silu)"))?;
         let cfg = ModelConfig {
@@ -239,6 +331,10 @@ impl ModelConfig {
             },
             ffn_act,
             ffn_act_reason: format!("config.json hidden_act = '{act_name}'"),
+            family,
+            family_reason,
+            rope_layout: RopeLayout::HalfSplit,
+            pooling: family.is_embedding().then_some(Pooling::Last),
         };
         cfg.with_override(ffn_override).validated()
     }
@@ -275,12 +371,22 @@ impl ModelConfig {
         check("vocabulary size", c.vocab_size, MAX_VOCAB)?;
         check("context length", c.context_length, MAX_CONTEXT)?;
         check("head dimension", c.head_dim, MAX_HIDDEN)?;
-        if c.num_heads * c.head_dim != c.hidden_size {
+        if c.num_heads * c.head_dim != c.hidden_size && !c.family.block().qk_norm {
+            // Only Qwen3-style heads are wider than hidden / heads; elsewhere a mismatch is a
+            // corrupt file.
             bail!(
                 "hidden size {} is not heads ({}) x head dimension ({})",
                 c.hidden_size,
                 c.num_heads,
                 c.head_dim
+            );
+        }
+        if c.num_heads.saturating_mul(c.head_dim) > MAX_HIDDEN * 4 {
+            bail!(
+                "heads ({}) x head dimension ({}) is out of range (max {})",
+                c.num_heads,
+                c.head_dim,
+                MAX_HIDDEN * 4
             );
         }
         if !c.num_heads.is_multiple_of(c.num_kv_heads) {
@@ -316,6 +422,14 @@ impl ModelConfig {
             LayerTensor::AttnNorm | LayerTensor::FfnNorm => vec![h],
             LayerTensor::AttnSubNorm => vec![q],
             LayerTensor::FfnSubNorm => vec![f],
+            LayerTensor::QHeadNorm | LayerTensor::KHeadNorm => vec![self.head_dim],
+            LayerTensor::QInNorm
+            | LayerTensor::KInNorm
+            | LayerTensor::VInNorm
+            | LayerTensor::GateInNorm
+            | LayerTensor::UpInNorm => vec![h],
+            LayerTensor::OInNorm => vec![q],
+            LayerTensor::DownInNorm => vec![f],
             LayerTensor::Q => vec![q, h],
             LayerTensor::K | LayerTensor::V => vec![kv, h],
             LayerTensor::O => vec![h, q],

@@ -107,7 +107,17 @@ impl TokenizerMeta {
             .find(|(k, _)| k == EOT_KEY)
             .and_then(|(_, v)| v.as_integer())
             .and_then(|v| u32::try_from(v).ok());
+        let flag = |key: &str| {
+            self.extra.iter().find(|(k, _)| k == key).and_then(|(_, v)| match v {
+                MetadataValue::Bool(b) => Some(*b),
+                _ => None,
+            })
+        };
+        let add_space_prefix = flag("tokenizer.ggml.add_space_prefix");
+        let add_eos = flag("tokenizer.ggml.add_eos_token");
         GgufVocab {
+            add_space_prefix,
+            add_eos,
             model: self.model,
             tokens: self.tokens,
             token_types: self.token_types,

@@ -27,6 +27,8 @@ pub struct Report {
     pub format: String,
     pub cfg: ModelConfig,
     pub tokenizer: Vec<(String, String)>,
+    /// How the file's weight scales are applied, and why.
+    pub scales: String,
     pub metadata: Vec<(String, String)>,
     pub tensors: Vec<TensorRow>,
 }
@@ -53,6 +55,9 @@ pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<Report> {
             Ok(Report {
                 path: p.display().to_string(),
                 format: format!("GGUF v{} (alignment {})", g.version(), g.alignment()),
+                scales: "per tensor (I2_S) or per block (TQ), multiplied: the converters store 1/weight_scale \
+                         for models whose Hugging Face files divide"
+                    .to_string(),
                 cfg,
                 tokenizer: tokenizer_summary(tok),
                 metadata,
@@ -82,6 +87,14 @@ pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<Report> {
                 .and_then(|q| q.get("linear_class"))
                 .and_then(|v| v.as_str())
                 .unwrap_or("bitlinear");
+            let scales = match class {
+                "autobitlinear" => "weight_scale multiplied (linear_class autobitlinear: mean|W|)",
+                _ if json.get("quantization_config").is_some() => {
+                    "weight_scale divided (linear_class bitlinear or absent: 1/mean|W|, transformers' default)"
+                }
+                _ => "absmean per tensor at load (float master weights, no quantization_config)",
+            }
+            .to_string();
             let metadata = vec![
                 ("quantization_mode".to_string(), mode.to_string()),
                 ("linear_class".to_string(), class.to_string()),
@@ -90,6 +103,7 @@ pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<Report> {
             Ok(Report {
                 path: p.display().to_string(),
                 format: "Hugging Face folder (safetensors)".to_string(),
+                scales,
                 cfg,
                 tokenizer: tokenizer_summary(Tokenizer::from_hf_dir(&p).map_err(anyhow::Error::from)),
                 metadata,
@@ -131,7 +145,15 @@ fn tokenizer_summary(t: Result<Tokenizer>) -> Vec<(String, String)> {
                     t.chat_template()
                         .map_or("none".into(), |s| format!("{} characters", s.chars().count())),
                 ),
+                (
+                    "appends".into(),
+                    t.appended_token()
+                        .map_or("nothing".into(), |i| format!("{i} {}", name(i))),
+                ),
             ]
+            .into_iter()
+            .chain(t.notes().iter().map(|n| ("note".to_string(), n.clone())))
+            .collect()
         }
     }
 }
@@ -215,6 +237,20 @@ impl Report {
         writeln!(f, "model:          {}", self.path)?;
         writeln!(f, "format:         {}", self.format)?;
         writeln!(f, "architecture:   {}", c.arch)?;
+        writeln!(f, "family:         {} ({})", c.family.describe(), c.family_reason)?;
+        writeln!(f, "weight scales:  {}", self.scales)?;
+        let rope_why = match (c.rope_layout, self.format.starts_with("GGUF")) {
+            (crate::arch::RopeLayout::Interleaved, _) => "architecture 'llama': its converters permute q/k rows",
+            (_, true) => "the architecture keeps the Hugging Face row order",
+            (_, false) => "Hugging Face row order",
+        };
+        writeln!(f, "RoPE layout:    {} ({rope_why})", c.rope_layout.describe())?;
+        if let Some(p) = c.pooling {
+            writeln!(
+                f,
+                "embedding:      {p} pooling, L2-normalised by default (an embedding model: no text generation)"
+            )?;
+        }
         writeln!(f, "hidden size:    {}", c.hidden_size)?;
         writeln!(f, "FFN size:       {}", c.intermediate_size)?;
         writeln!(f, "layers:         {}", c.num_layers)?;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod gguf_meta;
 pub mod inspect;
 pub mod kv_cache;
+pub mod layer_builder;
 pub mod load_gguf;
 pub mod load_hf;
 pub mod ops;
@@ -25,7 +26,7 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, QuantScratch, Workspace};
+pub use bitnet::{BitNetModel, InferenceState, Layer, Linear, LogitsWanted, Norm, QuantScratch, Workspace};
 use bitnet_tokenizer::Tokenizer;
 pub use config::{FfnActivation, ModelConfig};
 pub use kv_cache::{KvCache, KvData, KvLayer, KvType};

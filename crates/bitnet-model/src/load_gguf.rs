@@ -10,9 +10,10 @@ use bitnet_kernels::{Bytes, FloatFormat, FloatMatrix, TernaryMatrix};
 use bitnet_tokenizer::Tokenizer;
 
 use crate::arch::{gguf_layer, LayerTensor, ModelTensor};
-use crate::bitnet::{BitNetModel, Layer, Linear};
+use crate::bitnet::{BitNetModel, Linear};
 use crate::config::{FfnActivation, ModelConfig};
 use crate::gguf_meta::TokenizerMeta;
+use crate::layer_builder::{build_layer, LayerSource};
 use crate::ops::Rope;
 use crate::ternarize::{ternary_from_float, FloatToTernary};
 
@@ -47,6 +48,16 @@ pub fn float_format(t: GgmlType) -> Option<FloatFormat> {
         GgmlType::Q4_K => FloatFormat::Q4_K,
         _ => return None,
     })
+}
+
+impl LayerSource for Tensors<'_> {
+    fn norm(&self, i: usize, t: LayerTensor, len: usize) -> Result<Vec<f32>> {
+        self.vector(&gguf_layer(i, t), len)
+    }
+
+    fn linear(&self, i: usize, t: LayerTensor, rows: usize, cols: usize) -> Result<Linear> {
+        Tensors::linear(self, &gguf_layer(i, t), rows, cols)
+    }
 }
 
 struct Tensors<'a> {
@@ -138,13 +149,7 @@ impl Tensors<'_> {
 
 fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
     let ts = Tensors { g, src: g.source() };
-    let (h, qd, kvd, ffn, vocab) = (
-        cfg.hidden_size,
-        cfg.num_heads * cfg.head_dim,
-        cfg.kv_dim(),
-        cfg.intermediate_size,
-        cfg.vocab_size,
-    );
+    let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
     let embed = ts.float_matrix(ModelTensor::Embedding.gguf(), vocab, h)?;
     let head = if g.tensor(ModelTensor::Head.gguf()).is_some() {
         ts.float_matrix(ModelTensor::Head.gguf(), vocab, h)?
@@ -153,20 +158,7 @@ fn build(g: &GgufFile, cfg: ModelConfig) -> Result<BitNetModel> {
     };
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
-        let n = |t: LayerTensor| gguf_layer(i, t);
-        layers.push(Layer {
-            attn_norm: ts.vector(&n(LayerTensor::AttnNorm), h)?,
-            wq: ts.linear(&n(LayerTensor::Q), qd, h)?,
-            wk: ts.linear(&n(LayerTensor::K), kvd, h)?,
-            wv: ts.linear(&n(LayerTensor::V), kvd, h)?,
-            attn_sub_norm: ts.vector(&n(LayerTensor::AttnSubNorm), qd)?,
-            wo: ts.linear(&n(LayerTensor::O), h, qd)?,
-            ffn_norm: ts.vector(&n(LayerTensor::FfnNorm), h)?,
-            w_gate: ts.linear(&n(LayerTensor::Gate), ffn, h)?,
-            w_up: ts.linear(&n(LayerTensor::Up), ffn, h)?,
-            ffn_sub_norm: ts.vector(&n(LayerTensor::FfnSubNorm), ffn)?,
-            w_down: ts.linear(&n(LayerTensor::Down), h, ffn)?,
-        });
+        layers.push(build_layer(&cfg, i, &ts)?);
     }
     let final_norm = ts.vector(ModelTensor::FinalNorm.gguf(), h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);

@@ -15,9 +15,10 @@ use bitnet_tokenizer::Tokenizer;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::arch::{hf_layer, LayerTensor, ModelTensor};
-use crate::bitnet::{BitNetModel, Layer, Linear};
+use crate::arch::{hf_arch, hf_layer_of, hf_model_of, HfArch, LayerTensor, ModelTensor};
+use crate::bitnet::{BitNetModel, Linear};
 use crate::config::{FfnActivation, ModelConfig};
+use crate::layer_builder::{build_layer, LayerSource};
 use crate::ops::Rope;
 use crate::ternarize::{ternary_from_float, FloatToTernary};
 
@@ -241,15 +242,34 @@ fn linear(ck: &Checkpoint, name: &str, rows: usize, cols: usize, rule: ScaleRule
     Ok(Linear::for_cpu(ternary_from_float(&m, FloatToTernary::Absmean, name)?))
 }
 
+/// Reads a Hugging Face folder's layer tensors under its architecture's names.
+struct HfLayers<'a> {
+    ck: &'a Checkpoint,
+    arch: &'static HfArch,
+    rule: ScaleRule,
+}
+
+impl LayerSource for HfLayers<'_> {
+    fn norm(&self, i: usize, t: LayerTensor, len: usize) -> Result<Vec<f32>> {
+        self.ck.vector(&hf_layer_of(self.arch, i, t), len)
+    }
+
+    fn linear(&self, i: usize, t: LayerTensor, rows: usize, cols: usize) -> Result<Linear> {
+        linear(self.ck, &hf_layer_of(self.arch, i, t), rows, cols, self.rule)
+    }
+}
+
+/// The Hugging Face architecture entry of a configuration read by [`read_config`].
+fn hf_arch_of(cfg: &ModelConfig) -> Result<&'static HfArch> {
+    let name = cfg.arch.strip_prefix("hf:").unwrap_or(&cfg.arch);
+    hf_arch(name).with_context(|| format!("internal error: no architecture entry for '{name}'"))
+}
+
 fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Result<BitNetModel> {
-    let (h, qd, kvd, ffn, vocab) = (
-        cfg.hidden_size,
-        cfg.num_heads * cfg.head_dim,
-        cfg.kv_dim(),
-        cfg.intermediate_size,
-        cfg.vocab_size,
-    );
-    let embed = ck.float_matrix(ModelTensor::Embedding.hf(), vocab, h)?;
+    let arch = hf_arch_of(&cfg)?;
+    let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
+    let embed_name = hf_model_of(arch, ModelTensor::Embedding);
+    let embed = ck.float_matrix(&embed_name, vocab, h)?;
     let head = if !tied {
         if !ck.tensors.contains_key(ModelTensor::Head.hf()) {
             bail!(
@@ -262,24 +282,12 @@ fn build(ck: &Checkpoint, cfg: ModelConfig, rule: ScaleRule, tied: bool) -> Resu
     } else {
         embed.clone()
     };
+    let src = HfLayers { ck, arch, rule };
     let mut layers = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
-        let n = |t: LayerTensor| hf_layer(i, t);
-        layers.push(Layer {
-            attn_norm: ck.vector(&n(LayerTensor::AttnNorm), h)?,
-            wq: linear(ck, &n(LayerTensor::Q), qd, h, rule)?,
-            wk: linear(ck, &n(LayerTensor::K), kvd, h, rule)?,
-            wv: linear(ck, &n(LayerTensor::V), kvd, h, rule)?,
-            attn_sub_norm: ck.vector(&n(LayerTensor::AttnSubNorm), qd)?,
-            wo: linear(ck, &n(LayerTensor::O), h, qd, rule)?,
-            ffn_norm: ck.vector(&n(LayerTensor::FfnNorm), h)?,
-            w_gate: linear(ck, &n(LayerTensor::Gate), ffn, h, rule)?,
-            w_up: linear(ck, &n(LayerTensor::Up), ffn, h, rule)?,
-            ffn_sub_norm: ck.vector(&n(LayerTensor::FfnSubNorm), ffn)?,
-            w_down: linear(ck, &n(LayerTensor::Down), h, ffn, rule)?,
-        });
+        layers.push(build_layer(&cfg, i, &src)?);
     }
-    let final_norm = ck.vector(ModelTensor::FinalNorm.hf(), h)?;
+    let final_norm = ck.vector(&hf_model_of(arch, ModelTensor::FinalNorm), h)?;
     let rope = Rope::new(cfg.rope_dim, cfg.rope_theta);
     let tied_head = std::ptr::eq(head.data().as_ptr(), embed.data().as_ptr());
     Ok(BitNetModel {

@@ -14,6 +14,17 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// [`rmsnorm`] in place (the same arithmetic).
+pub fn rmsnorm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    debug_assert_eq!(x.len(), w.len());
+    let ss: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+    let var = (ss / x.len().max(1) as f64) as f32;
+    let inv = 1.0f32 / (var + eps).sqrt();
+    for (xi, &wi) in x.iter_mut().zip(w) {
+        *xi = wi * (*xi * inv);
+    }
+}
+
 /// RMSNorm of `n` rows of width `w.len()`, in place from `x` into `out`.
 pub fn rmsnorm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
@@ -64,6 +75,18 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
+/// [`rope_head`] for heads whose rotated pairs are adjacent (`2i`, `2i+1`: llama.cpp's NORM RoPE,
+/// used by GGUF `llama` files whose q/k rows the converter permuted). On permuted rows it computes
+/// the same values, in the same f32 operations, as [`rope_head`] on the original rows.
+#[inline]
+pub fn rope_head_interleaved(x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    for (i, pair) in x[..2 * cos.len()].chunks_exact_mut(2).enumerate() {
+        let (x0, x1) = (pair[0], pair[1]);
+        pair[0] = x0 * cos[i] + (-x1) * sin[i];
+        pair[1] = x1 * cos[i] + x0 * sin[i];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +98,33 @@ mod tests {
         rmsnorm(&x, &[1.0; 4], 0.0, &mut o);
         let rms = (o.iter().map(|v| v * v).sum::<f32>() / 4.0).sqrt();
         assert!((rms - 1.0).abs() < 1e-6, "{rms}");
+    }
+
+    #[test]
+    fn interleaved_rope_on_permuted_rows_equals_half_split() {
+        // The GGUF converters' permutation: within a head, row j of the first half goes to 2j and
+        // row j of the second half to 2j + 1.
+        let r = Rope::new(8, 10_000.0);
+        let (mut c, mut s) = (vec![0.0; 4], vec![0.0; 4]);
+        r.angles(23, &mut c, &mut s);
+        let x: Vec<f32> = (0..8).map(|i| (i as f32 * 0.37).sin()).collect();
+        let perm = |v: &[f32]| -> Vec<f32> { (0..8).map(|k| v[(k % 2) * 4 + k / 2]).collect() };
+        let mut a = x.clone();
+        rope_head(&mut a, &c, &s);
+        let mut b = perm(&x);
+        rope_head_interleaved(&mut b, &c, &s);
+        assert_eq!(b, perm(&a));
+    }
+
+    #[test]
+    fn rmsnorm_in_place_equals_rmsnorm() {
+        let x: Vec<f32> = (0..13).map(|i| i as f32 * 0.7 - 3.0).collect();
+        let w: Vec<f32> = (0..13).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut o = vec![0.0; 13];
+        rmsnorm(&x, &w, 1e-6, &mut o);
+        let mut y = x.clone();
+        rmsnorm_in_place(&mut y, &w, 1e-6);
+        assert_eq!(o, y);
     }
 
     #[test]

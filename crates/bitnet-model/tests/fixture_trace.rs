@@ -81,7 +81,12 @@ fn every_module_matches_the_transformers_trace() {
         attention(&q, &k, &v, 0, n, shape, &mut a);
         check(&format!("{p}.attention"), &a, &t("self_attn.attn_sub_norm.in"));
         let mut an = vec![0.0f32; n * qd];
-        ops::rmsnorm_rows(&t("self_attn.attn_sub_norm.in"), &l.attn_sub_norm, c.rms_eps, &mut an);
+        ops::rmsnorm_rows(
+            &t("self_attn.attn_sub_norm.in"),
+            l.attn_sub_norm.as_ref().expect("sub-norm"),
+            c.rms_eps,
+            &mut an,
+        );
         check(&format!("{p}.attn_sub_norm"), &an, &t("self_attn.attn_sub_norm"));
         let mut op = vec![0.0f32; n * h];
         l.wo.forward(&t("self_attn.attn_sub_norm"), n, &mut qs, &mut op);
@@ -107,7 +112,12 @@ fn every_module_matches_the_transformers_trace() {
             .collect();
         check(&format!("{p}.relu2(gate)*up"), &act, &t("mlp.ffn_sub_norm.in"));
         let mut mn = vec![0.0f32; n * ffn];
-        ops::rmsnorm_rows(&t("mlp.ffn_sub_norm.in"), &l.ffn_sub_norm, c.rms_eps, &mut mn);
+        ops::rmsnorm_rows(
+            &t("mlp.ffn_sub_norm.in"),
+            l.ffn_sub_norm.as_ref().expect("sub-norm"),
+            c.rms_eps,
+            &mut mn,
+        );
         check(&format!("{p}.ffn_sub_norm"), &mn, &t("mlp.ffn_sub_norm"));
         let mut d = vec![0.0f32; n * h];
         l.w_down.forward(&t("mlp.ffn_sub_norm"), n, &mut qs, &mut d);

@@ -11,15 +11,15 @@ use tokenizers::AddedToken;
 
 use crate::byte_level::byte_to_char;
 use crate::pre_tokenizer;
-use crate::token_table::TokenTable;
+use crate::spm;
+use crate::token_table::{PieceForm, TokenTable};
 use crate::{shorten, Tokenizer, TokenizerError};
 
 /// The tokenizer metadata of a GGUF file (`tokenizer.ggml.*` and `tokenizer.chat_template`), as
 /// read by the model crate. Nothing in it is trusted: [`Tokenizer::from_gguf_vocab`] validates it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GgufVocab {
-    /// `tokenizer.ggml.model`: `"gpt2"` (byte-level BPE) is supported; `"llama"` (SentencePiece)
-    /// is not yet.
+    /// `tokenizer.ggml.model`: `"gpt2"` (byte-level BPE) or `"llama"` (SentencePiece BPE).
     pub model: String,
     /// `tokenizer.ggml.tokens`: token id = index.
     pub tokens: Vec<String>,
@@ -42,6 +42,10 @@ pub struct GgufVocab {
     pub add_bos: Option<bool>,
     /// `tokenizer.chat_template`, carried through for [`Tokenizer::chat_template`].
     pub chat_template: Option<String>,
+    /// `tokenizer.ggml.add_space_prefix` (SentencePiece: prepend `▁`; default true).
+    pub add_space_prefix: Option<bool>,
+    /// `tokenizer.ggml.add_eos_token` (embedding models append EOS to every input).
+    pub add_eos: Option<bool>,
 }
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
@@ -50,21 +54,17 @@ const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 
 /// Builds the tokenizer; see [`Tokenizer::from_gguf_vocab`].
-pub(crate) fn build(v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
-    match v.model.as_str() {
-        "gpt2" => {}
-        "llama" => {
-            return Err(TokenizerError::Unsupported(
-                "SentencePiece ('llama') GGUF vocabularies are not supported yet".to_string(),
-            ))
-        }
+pub(crate) fn build(mut v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
+    let spm = match v.model.as_str() {
+        "gpt2" => false,
+        "llama" => true,
         other => {
             return Err(TokenizerError::Unsupported(format!(
-                "tokenizer.ggml.model = {:?} (only \"gpt2\", byte-level BPE, is supported)",
+                "tokenizer.ggml.model = {:?} (\"gpt2\", byte-level BPE, and \"llama\", SentencePiece, are supported)",
                 shorten(other)
             )))
         }
-    }
+    };
 
     let n = v.tokens.len();
     if n == 0 {
@@ -96,6 +96,14 @@ pub(crate) fn build(v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
         }
     }
 
+    let mut notes = Vec::new();
+    if let Some(note) = repair_bos_prefixed_specials(&mut v.tokens, &types, v.bos_id) {
+        notes.push(note);
+    }
+    if spm {
+        return build_spm(v, types, notes);
+    }
+
     // Piece -> id; when a piece occurs twice the lower id wins (the higher one can still be decoded).
     let mut ids: HashMap<&str, u32> = HashMap::with_capacity(n);
     for (id, piece) in v.tokens.iter().enumerate() {
@@ -117,6 +125,9 @@ pub(crate) fn build(v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
         .map_err(|e| invalid(format!("cannot build the BPE model: {e}")))?;
 
     let mut inner = tokenizers::Tokenizer::new(bpe);
+    if kind == pre_tokenizer::PreKind::Qwen2 {
+        inner.with_normalizer(Some(tokenizers::normalizers::unicode::NFC));
+    }
     inner.with_pre_tokenizer(Some(kind.build()?));
     inner.with_decoder(Some(ByteLevel::new(true, true, true)));
 
@@ -156,11 +167,99 @@ pub(crate) fn build(v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
         eos_id: v.eos_id,
         eot_id,
         add_bos,
+        append: v.eos_id.filter(|_| v.add_eos.unwrap_or(false)),
         stop_ids,
         pre_name,
         chat_template: v.chat_template,
         missing_bytes,
+        strip_leading_space: false,
+        notes,
     })
+}
+
+/// A SentencePiece (`llama`) vocabulary: scores give the merge order (see [`crate::spm`]).
+fn build_spm(v: GgufVocab, types: Vec<i32>, notes: Vec<String>) -> Result<Tokenizer, TokenizerError> {
+    let scores = v
+        .scores
+        .clone()
+        .ok_or_else(|| invalid("tokenizer.ggml.scores is missing (a SentencePiece vocabulary needs it)"))?;
+    let pieces: Vec<spm::Piece<'_>> = v
+        .tokens
+        .iter()
+        .zip(&scores)
+        .zip(&types)
+        .map(|((text, &score), &ty)| spm::Piece { text, score, ty })
+        .collect();
+    let add_space_prefix = v.add_space_prefix.unwrap_or(true);
+    let inner = spm::build(&pieces, add_space_prefix)?;
+    // A character with neither a piece nor byte-fallback tokens becomes <unk>, as in sentencepiece:
+    // nothing is missing.
+    let missing_bytes = Vec::new();
+    let eot_id = v.eot_id;
+    let mut stop_ids = Vec::new();
+    for id in [v.eos_id, eot_id].into_iter().flatten() {
+        if !stop_ids.contains(&id) {
+            stop_ids.push(id);
+        }
+    }
+    let add_bos = v.bos_id.is_some() && v.add_bos.unwrap_or(true);
+    Ok(Tokenizer {
+        inner,
+        table: std::sync::Arc::new(TokenTable::with_form(
+            v.tokens.into_iter().map(Some).collect(),
+            PieceForm::SentencePiece,
+        )),
+        bos_id: v.bos_id,
+        eos_id: v.eos_id,
+        eot_id,
+        add_bos,
+        append: v.eos_id.filter(|_| v.add_eos.unwrap_or(false)),
+        stop_ids,
+        pre_name: format!(
+            "sentencepiece (tokenizer.ggml.model = llama{})",
+            if add_space_prefix {
+                ", space prefix"
+            } else {
+                ", no space prefix"
+            }
+        ),
+        chat_template: v.chat_template,
+        missing_bytes,
+        strip_leading_space: add_space_prefix,
+        notes,
+    })
+}
+
+/// Undoes bitnet.cpp's converter bug: it stored every added token as `decode(encode(token))` with
+/// BOS added, so each special token's text starts with the BOS text (`<|startoftext|>>>TITLE<<`,
+/// and BOS itself is `<|startoftext|><|startoftext|>`). Recognised when BOS's text is one string
+/// twice and every control / user-defined token starts with that string; the prefix is removed.
+/// Returns what was repaired, for `bitnet inspect`.
+fn repair_bos_prefixed_specials(tokens: &mut [String], types: &[i32], bos: Option<u32>) -> Option<String> {
+    let bos_text = tokens.get(bos? as usize)?;
+    let half = bos_text.len() / 2;
+    if half == 0 || bos_text.len() % 2 != 0 || !bos_text.is_char_boundary(half) || bos_text[..half] != bos_text[half..]
+    {
+        return None;
+    }
+    let prefix = bos_text[..half].to_string();
+    let special: Vec<usize> = (0..tokens.len())
+        .filter(|&i| matches!(types.get(i), Some(&TYPE_CONTROL) | Some(&TYPE_USER_DEFINED)))
+        .collect();
+    let all_prefixed = special
+        .iter()
+        .all(|&i| tokens[i].len() > prefix.len() && tokens[i].starts_with(&prefix));
+    if special.len() < 2 || !all_prefixed {
+        return None;
+    }
+    for &i in &special {
+        tokens[i] = tokens[i][prefix.len()..].to_string();
+    }
+    Some(format!(
+        "repaired {} special tokens whose text bitnet.cpp's converter prefixed with the BOS text {:?}",
+        special.len(),
+        shorten(&prefix)
+    ))
 }
 
 fn invalid(msg: impl Into<String>) -> TokenizerError {

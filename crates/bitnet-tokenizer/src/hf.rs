@@ -11,23 +11,47 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokenizers::DecoderWrapper;
 
-use crate::token_table::TokenTable;
+use crate::spm;
+use crate::token_table::{PieceForm, TokenTable};
 use crate::{shorten, Tokenizer, TokenizerError};
 
 /// Builds the tokenizer; see [`Tokenizer::from_hf_dir`].
 pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let tok_path = dir.join("tokenizer.json");
-    let bytes = std::fs::read(&tok_path).map_err(|source| TokenizerError::Io {
-        path: tok_path.clone(),
-        source,
-    })?;
-    let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(&tok_path, e))?;
-    if !is_byte_level(inner.get_decoder()) {
-        return Err(TokenizerError::Unsupported(format!(
-            "{}: only byte-level BPE tokenizers (decoder ByteLevel) are supported",
-            tok_path.display()
-        )));
-    }
+    let sp_path = dir.join("tokenizer.model");
+    let (inner, form, strip_leading_space, pre_name) = if !tok_path.exists() && sp_path.exists() {
+        let (inner, prefix) = from_sentencepiece_model(&sp_path)?;
+        (
+            inner,
+            PieceForm::SentencePiece,
+            prefix,
+            "tokenizer.model (sentencepiece)".to_string(),
+        )
+    } else {
+        let bytes = std::fs::read(&tok_path).map_err(|source| TokenizerError::Io {
+            path: tok_path.clone(),
+            source,
+        })?;
+        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(&tok_path, e))?;
+        let json: Value = serde_json::from_slice(&bytes).map_err(|e| bad(&tok_path, e))?;
+        if is_byte_level(inner.get_decoder()) {
+            (inner, PieceForm::ByteLevel, false, "tokenizer.json".to_string())
+        } else if is_sentencepiece(inner.get_decoder()) {
+            let strip = strips_leading_space(&json);
+            (
+                inner,
+                PieceForm::SentencePiece,
+                strip,
+                "tokenizer.json (sentencepiece BPE)".to_string(),
+            )
+        } else {
+            return Err(TokenizerError::Unsupported(format!(
+                "{}: only byte-level BPE (decoder ByteLevel) and SentencePiece BPE (decoder ByteFallback / \
+                 Metaspace) tokenizers are supported",
+                tok_path.display()
+            )));
+        }
+    };
 
     // Id -> piece, including the added tokens.
     let vocab = inner.get_vocab(true);
@@ -44,7 +68,7 @@ pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     for (piece, id) in vocab {
         pieces[id as usize] = Some(piece);
     }
-    let table = TokenTable::new(pieces);
+    let table = TokenTable::with_form(pieces, form);
 
     let cfg_path = dir.join("tokenizer_config.json");
     let cfg = read_optional_json(&cfg_path)?;
@@ -115,6 +139,14 @@ pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         },
     };
 
+    // A post-processor that appends a token to every input (Qwen3 embedding models append
+    // <|endoftext|>, which they pool).
+    let append = inner
+        .encode("", true)
+        .ok()
+        .and_then(|e| e.get_ids().last().copied())
+        .filter(|&id| Some(id) != bos_id);
+
     let chat_template = match cfg.as_ref().and_then(|c| c.get("chat_template")) {
         Some(v) => chat_template_of(v),
         None => None,
@@ -131,10 +163,13 @@ pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         eos_id,
         eot_id,
         add_bos,
+        append,
         stop_ids,
-        pre_name: "tokenizer.json".to_string(),
+        pre_name,
         chat_template,
         missing_bytes: Vec::new(),
+        strip_leading_space,
+        notes: Vec::new(),
     })
 }
 
@@ -155,6 +190,65 @@ fn is_byte_level(decoder: Option<&DecoderWrapper>) -> bool {
             .any(|d| matches!(d, DecoderWrapper::ByteLevel(_))),
         _ => false,
     }
+}
+
+/// True for the decoders of SentencePiece-style BPE tokenizers (Llama-2: Replace ▁, ByteFallback,
+/// Fuse, Strip; newer files: Metaspace).
+fn is_sentencepiece(decoder: Option<&DecoderWrapper>) -> bool {
+    match decoder {
+        Some(DecoderWrapper::Metaspace(_)) | Some(DecoderWrapper::ByteFallback(_)) => true,
+        Some(DecoderWrapper::Sequence(seq)) => seq
+            .get_decoders()
+            .iter()
+            .any(|d| matches!(d, DecoderWrapper::ByteFallback(_) | DecoderWrapper::Metaspace(_))),
+        _ => false,
+    }
+}
+
+/// Whether the decoder drops one leading space (Llama-2's `Strip` with start 1, or a `Metaspace`
+/// decoder that prepends a space when encoding).
+fn strips_leading_space(json: &Value) -> bool {
+    let dec = &json["decoder"];
+    let one = |d: &Value| match d["type"].as_str() {
+        Some("Strip") => d["start"].as_u64().unwrap_or(0) > 0,
+        Some("Metaspace") => {
+            d["prepend_scheme"].as_str().is_some_and(|s| s != "never") || d["add_prefix_space"].as_bool() == Some(true)
+        }
+        _ => false,
+    };
+    match dec["type"].as_str() {
+        Some("Sequence") => dec["decoders"].as_array().is_some_and(|l| l.iter().any(one)),
+        _ => one(dec),
+    }
+}
+
+/// A tokenizer from a sentencepiece `tokenizer.model` alone (BPE models only).
+fn from_sentencepiece_model(path: &Path) -> Result<(tokenizers::Tokenizer, bool), TokenizerError> {
+    let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let m = spm::parse_model_proto(&bytes).map_err(|e| bad(path, e))?;
+    if m.model_type != 2 {
+        return Err(TokenizerError::Unsupported(format!(
+            "{}: sentencepiece model type {} (only BPE, type 2, is supported)",
+            path.display(),
+            m.model_type
+        )));
+    }
+    if m.pieces.is_empty() {
+        return Err(bad(path, "no pieces"));
+    }
+    let pieces: Vec<spm::Piece<'_>> = m
+        .pieces
+        .iter()
+        .map(|(text, score, ty)| spm::Piece {
+            text,
+            score: *score,
+            ty: *ty,
+        })
+        .collect();
+    Ok((spm::build(&pieces, m.add_dummy_prefix)?, m.add_dummy_prefix))
 }
 
 /// Reads a JSON file that may be absent; a file that exists but is not JSON is an error.

@@ -37,6 +37,7 @@ mod error;
 mod gguf_vocab;
 mod hf;
 mod pre_tokenizer;
+mod spm;
 mod stream;
 mod token_table;
 
@@ -62,12 +63,18 @@ pub struct Tokenizer {
     eos_id: Option<u32>,
     eot_id: Option<u32>,
     add_bos: bool,
+    /// The token appended to every input, if any (embedding models append EOS and pool it).
+    append: Option<u32>,
     stop_ids: Vec<u32>,
     pre_name: String,
     chat_template: Option<String>,
     /// Bytes that have no token (only possible in a truncated GGUF vocabulary); text containing
     /// them cannot be encoded faithfully.
     missing_bytes: Vec<u8>,
+    /// `decode` removes one leading space (SentencePiece vocabularies with a dummy prefix).
+    strip_leading_space: bool,
+    /// What was noticed or repaired while loading (for `bitnet inspect`).
+    notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -135,6 +142,11 @@ impl Tokenizer {
         for &id in ids {
             self.table.append_bytes(id, &mut bytes)?;
         }
+        // SentencePiece vocabularies that prepend `▁` to the text drop one leading space again
+        // (Llama-2's `Strip` decoder; llama.cpp does the same for the first token).
+        if self.strip_leading_space && bytes.first() == Some(&b' ') {
+            bytes.remove(0);
+        }
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -167,6 +179,18 @@ impl Tokenizer {
     /// tokenizer.json post-processor); false when there is no BOS token.
     pub fn add_bos_default(&self) -> bool {
         self.add_bos
+    }
+
+    /// The token the model's inputs end with, if any: EOS when GGUF `add_eos_token` is set, or what a
+    /// tokenizer.json post-processor appends. Embedding models pool that token.
+    pub fn appended_token(&self) -> Option<u32> {
+        self.append
+    }
+
+    /// What was noticed or repaired while loading the vocabulary (e.g. bitnet.cpp's corrupted
+    /// special-token texts), for `bitnet inspect`.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// Ids that end generation: EOS, the generation_config.json EOS list, EOT (`<|eot_id|>`) and

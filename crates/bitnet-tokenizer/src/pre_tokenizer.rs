@@ -18,6 +18,10 @@ use crate::TokenizerError;
 /// The Llama-3 split regex, exactly as in Meta's / Hugging Face's tokenizer.json.
 pub const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// The Qwen2 / Qwen3 split regex (single digits; llama.cpp's `LLAMA_VOCAB_PRE_TYPE_QWEN2`).
+pub const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// llama.cpp's `LLAMA_VOCAB_PRE_TYPE_DEFAULT` (what it uses for `tokenizer.ggml.pre = "default"`):
 /// punctuation runs, then a GPT-2-like split, then digit runs, then groups of three digits. Each
 /// regex splits the pieces left by the previous one.
@@ -37,6 +41,8 @@ pub(crate) enum PreKind {
     Gpt2,
     /// llama.cpp's "default": the [`LLAMACPP_DEFAULT_REGEXES`] in turn; BPE applies all merges.
     LlamaCppDefault,
+    /// Qwen2/Qwen3: NFC, then Split(Qwen2 regex) + ByteLevel; BPE applies all merges.
+    Qwen2,
 }
 
 impl PreKind {
@@ -56,6 +62,11 @@ impl PreKind {
             ])
             .into()),
             PreKind::Gpt2 => Ok(ByteLevel::new(false, true, true).into()),
+            PreKind::Qwen2 => Ok(Sequence::new(vec![
+                split(QWEN2_REGEX)?.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()),
             PreKind::LlamaCppDefault => {
                 let mut steps = Vec::with_capacity(LLAMACPP_DEFAULT_REGEXES.len() + 1);
                 for re in LLAMACPP_DEFAULT_REGEXES {
@@ -86,7 +97,9 @@ pub(crate) fn choose(pre: Option<&str>) -> (PreKind, String) {
             PreKind::Llama3,
             "llama3 (default: tokenizer.ggml.pre missing)".to_string(),
         ),
-        Some(p @ ("llama-bpe" | "llama3" | "llama-v3")) => {
+        // Falcon3's and Falcon-E's vocabularies use the Llama-3 regex with ignore_merges (llama.cpp maps
+        // `falcon3` to it; `falcon_e` is only known to bitnet.cpp's newest fork, assumed the same).
+        Some(p @ ("llama-bpe" | "llama3" | "llama-v3" | "falcon3" | "falcon_e" | "falcon-e")) => {
             (PreKind::Llama3, format!("llama3 (tokenizer.ggml.pre = {p})"))
         }
         Some("default") => (
@@ -94,6 +107,7 @@ pub(crate) fn choose(pre: Option<&str>) -> (PreKind, String) {
             "llama.cpp default (tokenizer.ggml.pre = default)".to_string(),
         ),
         Some(p @ ("gpt2" | "gpt-2")) => (PreKind::Gpt2, format!("gpt2 (tokenizer.ggml.pre = {p})")),
+        Some(p @ ("qwen2" | "qwen3")) => (PreKind::Qwen2, format!("qwen2 (tokenizer.ggml.pre = {p})")),
         Some(other) => (
             PreKind::Llama3,
             format!(

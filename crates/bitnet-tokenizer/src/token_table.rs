@@ -7,16 +7,34 @@
 use crate::byte_level::piece_bytes;
 use crate::TokenizerError;
 
-/// Every id's piece as stored in the vocabulary (byte-level form, e.g. `Ġworld`).
+/// How a vocabulary writes text in its pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PieceForm {
+    /// GPT-2 byte-level characters (`Ġworld`).
+    ByteLevel,
+    /// SentencePiece: `▁` for a space, `<0xXX>` byte-fallback tokens.
+    SentencePiece,
+}
+
+/// Every id's piece as stored in the vocabulary (byte-level form, e.g. `Ġworld`, or SentencePiece
+/// form, `▁world`).
 #[derive(Debug, Clone)]
 pub(crate) struct TokenTable {
     /// Indexed by id; `None` for ids that have no token (holes in a Hugging Face vocabulary).
     pieces: Vec<Option<String>>,
+    form: PieceForm,
 }
 
 impl TokenTable {
     pub(crate) fn new(pieces: Vec<Option<String>>) -> Self {
-        Self { pieces }
+        Self {
+            pieces,
+            form: PieceForm::ByteLevel,
+        }
+    }
+
+    pub(crate) fn with_form(pieces: Vec<Option<String>>, form: PieceForm) -> Self {
+        Self { pieces, form }
     }
 
     /// Number of ids (highest id + 1).
@@ -35,7 +53,10 @@ impl TokenTable {
             id,
             vocab_size: self.len(),
         })?;
-        piece_bytes(piece, out);
+        match self.form {
+            PieceForm::ByteLevel => piece_bytes(piece, out),
+            PieceForm::SentencePiece => crate::spm::piece_bytes(piece, out),
+        }
         Ok(())
     }
 }

@@ -167,15 +167,18 @@ fn special_tokens_without_token_types() {
 }
 
 #[test]
-fn sentencepiece_is_refused_clearly() {
+fn sentencepiece_without_scores_and_unknown_models_are_refused_clearly() {
     let v = GgufVocab {
         model: "llama".to_string(),
+        scores: None,
         ..common::gguf_vocab_from_tokenizer_json()
     };
     let err = Tokenizer::from_gguf_vocab(v).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("SentencePiece ('llama') GGUF vocabularies are not supported yet"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("tokenizer.ggml.scores is missing"), "{err}");
+    let v = GgufVocab {
+        model: "rwkv".to_string(),
+        ..common::gguf_vocab_from_tokenizer_json()
+    };
+    let err = Tokenizer::from_gguf_vocab(v).unwrap_err();
+    assert!(err.to_string().contains("tokenizer.ggml.model = \"rwkv\""), "{err}");
 }

@@ -209,6 +209,10 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
         rms_eps: 1e-5,
         ffn_act: FfnActivation::Relu2,
         ffn_act_reason: String::new(),
+        family: bitnet_model::arch::Family::BitNetB158,
+        family_reason: "synthesized BitNet b1.58 model".to_string(),
+        rope_layout: bitnet_model::arch::RopeLayout::HalfSplit,
+        pooling: None,
     };
     let n_regular = d.vocab - d.specials;
     let (mut tokens, merges) = vocabulary(n_regular, &mut g);

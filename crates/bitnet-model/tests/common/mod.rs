@@ -149,3 +149,28 @@ pub fn greedy(m: &BitNetModel, prefix: &[u32], n: usize) -> Vec<u32> {
 pub fn fragile_from(gaps: &[f32], threshold: f32) -> usize {
     gaps.iter().position(|&g| g < threshold).unwrap_or(gaps.len())
 }
+
+/// A file of another fixture set (`llama-b158-a`, `bitnet-1bitllm-a`, `embed-qwen3-a`).
+pub fn fixture_in(set: &str, rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(set)
+        .join(rel)
+}
+
+pub fn json_in(set: &str, rel: &str) -> serde_json::Value {
+    let p = fixture_in(set, rel);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// `[rows, cols]` float32 array of another fixture set.
+pub fn npy2_in(set: &str, rel: &str) -> (usize, usize, Vec<f32>) {
+    let (shape, data) = npy::read_f32(&fixture_in(set, rel)).expect("reading reference npy");
+    assert_eq!(shape.len(), 2, "{rel}: expected 2-D, got {shape:?}");
+    (shape[0], shape[1], data)
+}
+
+pub fn load_in(set: &str, rel: &str) -> (BitNetModel, Tokenizer) {
+    load(&fixture_in(set, rel), &LoadOptions::default()).unwrap_or_else(|e| panic!("loading {set}/{rel}: {e:#}"))
+}

@@ -112,5 +112,6 @@ pub fn gguf_vocab_from_tokenizer_json() -> GgufVocab {
         token_types: Some(types),
         merges,
         tokens,
+        ..Default::default()
     }
 }

@@ -121,6 +121,11 @@ pub fn build(input: &Path, opts: &ConvertOptions) -> Result<(GgufWriter, Convert
     build_from_model(&model, &tmeta, &name, opts)
 }
 
+fn sub_norm(v: &Option<Vec<f32>>) -> Result<&Vec<f32>> {
+    v.as_ref()
+        .context("internal error: a sub-norm layout without its sub-norm")
+}
+
 /// Builds the output from a loaded model and its tokenizer metadata.
 pub fn build_from_model(
     model: &BitNetModel,
@@ -129,6 +134,14 @@ pub fn build_from_model(
     opts: &ConvertOptions,
 ) -> Result<(GgufWriter, ConvertSummary)> {
     let cfg = &model.cfg;
+    if !cfg.family.block().sub_norms {
+        bail!(
+            "bitnet convert writes the BitNet b1.58 / 1bitLLM layout; this model is {} ({}), which it \
+             cannot write yet",
+            cfg.family.describe(),
+            cfg.family_reason
+        );
+    }
     let layout = match opts.to {
         TernaryType::I2S => Layout::BitnetCpp,
         TernaryType::TQ2_0 => Layout::LlamaCpp { file_type: 37 },
@@ -170,9 +183,9 @@ pub fn build_from_model(
     for (i, l) in model.layers.iter().enumerate() {
         for (t, v) in [
             (LayerTensor::AttnNorm, &l.attn_norm),
-            (LayerTensor::AttnSubNorm, &l.attn_sub_norm),
+            (LayerTensor::AttnSubNorm, sub_norm(&l.attn_sub_norm)?),
             (LayerTensor::FfnNorm, &l.ffn_norm),
-            (LayerTensor::FfnSubNorm, &l.ffn_sub_norm),
+            (LayerTensor::FfnSubNorm, sub_norm(&l.ffn_sub_norm)?),
         ] {
             w.add_tensor(
                 gguf_layer(i, t),

@@ -12,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use bitnet_kernels::ops::attention::{attention, AttnShape};
+use bitnet_model::arch::RopeLayout;
 use bitnet_model::load_hf::{self, Checkpoint};
 use bitnet_model::ops;
 use bitnet_model::{BitNetModel, Layer, Linear, QuantScratch};
@@ -95,7 +96,15 @@ fn layer_branch(model: &BitNetModel, l: &Layer, x: &[f32], n: usize, mode: &Mode
     let lins = linears(l);
     let mut scratch = QuantScratch::default();
     let mut proj = |i: usize, inp: &[f32], out: &mut [f32]| match mode {
-        Mode::Float(d) => d[i].matmul(inp, n, out),
+        Mode::Float(d) => match &lins[i].in_norm {
+            // The projection's own input norm, then the float product.
+            Some(nm) => {
+                let mut normed = vec![0f32; inp.len()];
+                ops::rmsnorm_rows(inp, &nm.w, nm.eps, &mut normed);
+                d[i].matmul(&normed, n, out)
+            }
+            None => d[i].matmul(inp, n, out),
+        },
         Mode::Engine => lins[i].forward(inp, n, &mut scratch, out),
     };
     let mut xn = vec![0f32; n * h];
@@ -104,15 +113,27 @@ fn layer_branch(model: &BitNetModel, l: &Layer, x: &[f32], n: usize, mode: &Mode
     proj(0, &xn, &mut q);
     proj(1, &xn, &mut k);
     proj(2, &xn, &mut v);
+    if let Some(qn) = &l.q_norm {
+        q.chunks_exact_mut(c.head_dim)
+            .for_each(|hd| ops::rmsnorm_in_place(hd, qn, c.rms_eps));
+    }
+    if let Some(kn) = &l.k_norm {
+        k.chunks_exact_mut(c.head_dim)
+            .for_each(|hd| ops::rmsnorm_in_place(hd, kn, c.rms_eps));
+    }
     let half = model.rope.half();
     let (mut cs, mut sn) = (vec![0f32; half], vec![0f32; half]);
+    let rope = |head: &mut [f32], cs: &[f32], sn: &[f32]| match c.rope_layout {
+        RopeLayout::HalfSplit => ops::rope_head(head, cs, sn),
+        RopeLayout::Interleaved => ops::rope_head_interleaved(head, cs, sn),
+    };
     for t in 0..n {
         model.rope.angles(t, &mut cs, &mut sn);
         for hq in q[t * qd..(t + 1) * qd].chunks_exact_mut(c.head_dim) {
-            ops::rope_head(hq, &cs, &sn);
+            rope(hq, &cs, &sn);
         }
         for hk in k[t * kvd..(t + 1) * kvd].chunks_exact_mut(c.head_dim) {
-            ops::rope_head(hk, &cs, &sn);
+            rope(hk, &cs, &sn);
         }
     }
     let shape = AttnShape {
@@ -122,8 +143,10 @@ fn layer_branch(model: &BitNetModel, l: &Layer, x: &[f32], n: usize, mode: &Mode
     };
     let mut attn = vec![0f32; n * qd];
     attention(&q, &k, &v, 0, n, shape, &mut attn);
-    let mut an = vec![0f32; n * qd];
-    ops::rmsnorm_rows(&attn, &l.attn_sub_norm, c.rms_eps, &mut an);
+    let mut an = attn.clone();
+    if let Some(sub) = &l.attn_sub_norm {
+        ops::rmsnorm_rows(&attn, sub, c.rms_eps, &mut an);
+    }
     let mut o = vec![0f32; n * h];
     proj(3, &an, &mut o);
     let x1: Vec<f32> = x.iter().zip(&o).map(|(a, b)| a + b).collect();
@@ -133,8 +156,10 @@ fn layer_branch(model: &BitNetModel, l: &Layer, x: &[f32], n: usize, mode: &Mode
     proj(4, &xn2, &mut g);
     proj(5, &xn2, &mut u);
     let hid: Vec<f32> = g.iter().zip(&u).map(|(&a, &b)| c.ffn_act.apply(a) * b).collect();
-    let mut hn = vec![0f32; n * ffn];
-    ops::rmsnorm_rows(&hid, &l.ffn_sub_norm, c.rms_eps, &mut hn);
+    let mut hn = hid.clone();
+    if let Some(sub) = &l.ffn_sub_norm {
+        ops::rmsnorm_rows(&hid, sub, c.rms_eps, &mut hn);
+    }
     let mut d = vec![0f32; n * h];
     proj(6, &hn, &mut d);
     // branch = o + d  (layer(x) = x + o + d)
