@@ -123,6 +123,20 @@ impl ModelArgs {
         );
         Ok((model, tok))
     }
+
+    /// [`load`](Self::load) for commands that generate or score text: an embedding model is refused
+    /// with a message that says what it is and what to run instead.
+    pub fn load_language_model(&self, command: &str) -> Result<(BitNetModel, Tokenizer)> {
+        let (model, tok) = self.load()?;
+        if model.cfg.family.is_embedding() {
+            bail!(
+                "bitnet {command} needs a language model, but this is an embedding model ({}); it turns texts \
+                 into vectors: use `bitnet embed -m MODEL TEXT...` or `POST /v1/embeddings` of `bitnet serve`",
+                model.cfg.family.describe()
+            );
+        }
+        Ok((model, tok))
+    }
 }
 
 /// Sizes the worker pools (`-t`): the kernels' persistent pool that runs the forward pass, and rayon's

@@ -24,6 +24,8 @@ enum Command {
     Chat(cmd::chat::Args),
     /// Serve an OpenAI-compatible HTTP API (chat and text completions, continuous batching).
     Serve(cmd::serve::Args),
+    /// Embeddings of texts with a BitNet embedding model (JSON lines or a .npy matrix).
+    Embed(cmd::embed::Args),
     /// Write the logits of every position of a token sequence to a NumPy .npy file.
     Logits(cmd::logits::Args),
     /// Measure prefill, decode, long-context and batched throughput (llama-bench-style table).
@@ -57,6 +59,7 @@ fn main() {
         Command::Chat(a) => cmd::chat::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Logits(a) => cmd::logits::run(a),
+        Command::Embed(a) => cmd::embed::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),

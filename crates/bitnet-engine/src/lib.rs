@@ -14,5 +14,5 @@ pub use decoding::{Decoding, Step};
 pub use generate::{generate, GenerateOptions, GenerationStats, StopReason};
 pub use prompt::{chat_prompt, text_prompt, ConversationCache, PromptError};
 pub use sampler::{argmax, Sampler, SamplerConfig};
-pub use scheduler::{Event, Finished, Job, Scheduler, SchedulerConfig, SchedulerStats, SubmitError};
+pub use scheduler::{EmbedJob, Event, Finished, Job, Scheduler, SchedulerConfig, SchedulerStats, SubmitError};
 pub use stop::StopMatcher;

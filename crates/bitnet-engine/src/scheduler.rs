@@ -5,6 +5,10 @@
 //! running sequences' decoding (at most `prefill_chunk` prompt tokens per step), so a new request neither
 //! stalls the others for its whole prompt nor waits for them.
 //!
+//! Embedding requests ([`EmbedJob`]) share the same queue and thread: their inputs are evaluated in
+//! chunks of at most `prefill_chunk` tokens, one chunk after each batched step, so they neither race the
+//! decoding thread for the cores nor stall running streams for longer than a prefill chunk does.
+//!
 //! Bounded on purpose: at most `slots` sequences decode at once and at most `queue` requests wait; a
 //! submission beyond that fails at once ([`SubmitError::QueueFull`]) so the server can answer 429 instead
 //! of hanging. Each [`Job`] carries its own event channel; when the receiver is dropped (the client went
@@ -16,7 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bitnet_model::{BitNetModel, InferenceState, Workspace};
+use bitnet_model::arch::Pooling;
+use bitnet_model::embed::Pooler;
+use bitnet_model::{BitNetModel, InferenceState, LogitsWanted, Workspace};
 use bitnet_tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -48,6 +54,29 @@ pub struct Job {
     pub prompt: Vec<u32>,
     pub opts: GenerateOptions,
     pub events: UnboundedSender<Event>,
+}
+
+/// An embedding request: every input (token ids, each at most the context size) is evaluated and
+/// pooled; the reply carries one vector per input (not normalised) or an error.
+pub struct EmbedJob {
+    pub inputs: Vec<Vec<u32>>,
+    pub pooling: Pooling,
+    pub reply: tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, String>>,
+}
+
+/// A queued request of either kind.
+enum Queued {
+    Generate(Job),
+    Embed(EmbedJob),
+}
+
+/// The embedding request being evaluated: which input, how far, and the vectors so far.
+struct ActiveEmbed {
+    job: EmbedJob,
+    input: usize,
+    done_tokens: usize,
+    pooler: Option<Pooler>,
+    out: Vec<Vec<f32>>,
 }
 
 /// What a job's channel receives: text pieces, then exactly one `Done` or `Error`.
@@ -128,7 +157,7 @@ impl SchedulerStats {
 }
 
 struct Queue {
-    jobs: VecDeque<(Job, Instant)>,
+    jobs: VecDeque<(Queued, Instant)>,
     closed: bool,
 }
 
@@ -196,6 +225,15 @@ impl Scheduler {
 
     /// Queues a job, or refuses it at once when the queue is full or the scheduler is closing.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        self.enqueue(Queued::Generate(job))
+    }
+
+    /// Queues an embedding request (same bounds as [`submit`](Self::submit)).
+    pub fn submit_embed(&self, job: EmbedJob) -> Result<(), SubmitError> {
+        self.enqueue(Queued::Embed(job))
+    }
+
+    fn enqueue(&self, job: Queued) -> Result<(), SubmitError> {
         let mut q = self.shared.lock();
         if q.closed {
             return Err(SubmitError::ShuttingDown);
@@ -257,6 +295,9 @@ struct Worker {
     states: Vec<Option<InferenceState>>,
     active: Vec<Option<Active>>,
     ws: Workspace,
+    /// The embedding request in progress (one at a time) and its own KV cache.
+    embed: Option<ActiveEmbed>,
+    embed_state: Option<InferenceState>,
 }
 
 impl Worker {
@@ -269,6 +310,8 @@ impl Worker {
             states: (0..n).map(|_| None).collect(),
             active: (0..n).map(|_| None).collect(),
             ws: Workspace::new(),
+            embed: None,
+            embed_state: None,
         }
     }
 
@@ -284,24 +327,53 @@ impl Worker {
         loop {
             let new_jobs = {
                 let mut q = self.shared.lock();
-                while self.n_active() == 0 && q.jobs.is_empty() && !q.closed {
+                while self.n_active() == 0 && self.embed.is_none() && q.jobs.is_empty() && !q.closed {
                     q = self.shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
                 }
-                if q.closed && q.jobs.is_empty() && self.n_active() == 0 {
+                if q.closed && q.jobs.is_empty() && self.n_active() == 0 && self.embed.is_none() {
                     break;
                 }
-                let free = self.shared.cfg.slots - self.n_active();
-                let take = free.min(q.jobs.len());
-                let jobs: Vec<(Job, Instant)> = q.jobs.drain(..take).collect();
+                // In queue order: generation jobs while slots are free, one embedding job at a time.
+                let mut free = self.shared.cfg.slots - self.n_active();
+                let mut embed_free = self.embed.is_none();
+                let mut jobs = Vec::new();
+                while let Some((front, _)) = q.jobs.front() {
+                    let fits = match front {
+                        Queued::Generate(_) => free > 0,
+                        Queued::Embed(_) => embed_free,
+                    };
+                    if !fits {
+                        break;
+                    }
+                    let Some(item) = q.jobs.pop_front() else { break };
+                    match &item.0 {
+                        Queued::Generate(_) => free -= 1,
+                        Queued::Embed(_) => embed_free = false,
+                    }
+                    jobs.push(item);
+                }
                 self.stats().queued.store(q.jobs.len(), Ordering::Relaxed);
                 // Reserve the slots now so that `submit` does not count them as free room.
-                self.shared.free_slots.fetch_sub(take, Ordering::AcqRel);
+                let taken = jobs.iter().filter(|(j, _)| matches!(j, Queued::Generate(_))).count();
+                self.shared.free_slots.fetch_sub(taken, Ordering::AcqRel);
                 jobs
             };
             for (job, submitted) in new_jobs {
-                self.admit(job, submitted);
+                match job {
+                    Queued::Generate(job) => self.admit(job, submitted),
+                    Queued::Embed(job) => {
+                        self.embed = Some(ActiveEmbed {
+                            job,
+                            input: 0,
+                            done_tokens: 0,
+                            pooler: None,
+                            out: Vec::new(),
+                        })
+                    }
+                }
             }
             self.step();
+            self.step_embed();
             self.publish_occupancy();
         }
     }
@@ -469,6 +541,78 @@ impl Worker {
             self.apply_step(slot, step);
         }
     }
+    /// Evaluates the next chunk (at most `prefill_chunk` tokens) of the embedding request in progress;
+    /// replies once every input is pooled.
+    fn step_embed(&mut self) {
+        let Some(e) = self.embed.as_mut() else { return };
+        if e.job.reply.is_closed() {
+            self.shared.stats.cancelled_total.fetch_add(1, Ordering::Relaxed);
+            self.embed = None;
+            return;
+        }
+        let ctx = self.shared.cfg.ctx;
+        let result: anyhow::Result<bool> = (|| {
+            if self.embed_state.is_none() {
+                self.embed_state = Some(InferenceState::try_new(&self.model, ctx)?);
+            }
+            let Some(st) = self.embed_state.as_mut() else {
+                anyhow::bail!("internal error: no embedding state");
+            };
+            let Some(ids) = e.job.inputs.get(e.input) else {
+                return Ok(true);
+            };
+            if ids.is_empty() || ids.len() > ctx {
+                anyhow::bail!(
+                    "input {} has {} tokens; it must have at least 1 and at most the context size {ctx}",
+                    e.input,
+                    ids.len()
+                );
+            }
+            if e.done_tokens == 0 {
+                st.reset();
+                e.pooler = Some(Pooler::new(e.job.pooling, self.model.cfg.hidden_size));
+            }
+            let end = (e.done_tokens + self.shared.cfg.prefill_chunk).min(ids.len());
+            let t0 = Instant::now();
+            let rows = self.model.forward(&ids[e.done_tokens..end], st, LogitsWanted::Hidden)?;
+            if let Some(p) = e.pooler.as_mut() {
+                p.push(rows);
+            }
+            self.shared
+                .stats
+                .busy_micros_total
+                .fetch_add((t0.elapsed().as_secs_f64() * 1e6) as u64, Ordering::Relaxed);
+            e.done_tokens = end;
+            if end == ids.len() {
+                self.shared
+                    .stats
+                    .prompt_tokens_total
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                if let Some(p) = e.pooler.take() {
+                    e.out.push(p.finish());
+                }
+                e.input += 1;
+                e.done_tokens = 0;
+            }
+            Ok(e.input == e.job.inputs.len())
+        })();
+        match result {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Some(e) = self.embed.take() {
+                    self.shared.stats.completed_total.fetch_add(1, Ordering::Relaxed);
+                    let _ = e.job.reply.send(Ok(e.out));
+                }
+            }
+            Err(err) => {
+                if let Some(e) = self.embed.take() {
+                    self.shared.stats.errors_total.fetch_add(1, Ordering::Relaxed);
+                    let _ = e.job.reply.send(Err(format!("{err:#}")));
+                }
+            }
+        }
+    }
+
     /// Sends a step's text and either schedules its token or ends the sequence.
     fn apply_step(&mut self, slot: usize, step: anyhow::Result<crate::decoding::Step>) {
         let Some(a) = self.active[slot].as_mut() else { return };

@@ -65,7 +65,10 @@ pub fn inspect(path: &Path, opts: &LoadOptions) -> Result<Report> {
             })
         }
         ModelKind::HfFolder => {
-            let (cfg, json) = load_hf::read_config(&p, opts.ffn_act)?;
+            let (mut cfg, json) = load_hf::read_config(&p, opts.ffn_act)?;
+            if cfg.family.is_embedding() {
+                cfg.pooling = Some(load_hf::sentence_transformers_pooling(&p)?);
+            }
             let ck = load_hf::Checkpoint::open(&p)?;
             let mut tensors: Vec<TensorRow> = ck
                 .tensors

@@ -13,6 +13,7 @@
 pub mod arch;
 pub mod bitnet;
 pub mod config;
+pub mod embed;
 pub mod gguf_meta;
 pub mod inspect;
 pub mod kv_cache;

@@ -15,7 +15,7 @@ use bitnet_tokenizer::Tokenizer;
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
-use crate::arch::{hf_arch, hf_layer_of, hf_model_of, HfArch, LayerTensor, ModelTensor};
+use crate::arch::{hf_arch, hf_layer_of, hf_model_of, HfArch, LayerTensor, ModelTensor, Pooling};
 use crate::bitnet::{BitNetModel, Linear};
 use crate::config::{FfnActivation, ModelConfig};
 use crate::layer_builder::{build_layer, LayerSource};
@@ -178,7 +178,10 @@ enum ScaleRule {
 
 /// Loads a Hugging Face folder.
 pub fn load(dir: &Path, ffn_override: Option<FfnActivation>) -> Result<(BitNetModel, Tokenizer)> {
-    let (cfg, json) = read_config(dir, ffn_override)?;
+    let (mut cfg, json) = read_config(dir, ffn_override)?;
+    if cfg.family.is_embedding() {
+        cfg.pooling = Some(sentence_transformers_pooling(dir)?);
+    }
     let tokenizer = Tokenizer::from_hf_dir(dir).with_context(|| format!("tokenizer of {}", dir.display()))?;
     let ck = Checkpoint::open(dir)?;
     let q = json.get("quantization_config");
@@ -197,6 +200,46 @@ pub fn load(dir: &Path, ffn_override: Option<FfnActivation>) -> Result<(BitNetMo
     )
     .with_context(|| format!("loading weights of {}", dir.display()))?;
     Ok((model, tokenizer))
+}
+
+/// The pooling a sentence-transformers folder declares (`modules.json` -> its Pooling module's
+/// `config.json`); last-token pooling, the BitNet embedding models' own, when there is none.
+pub fn sentence_transformers_pooling(dir: &Path) -> Result<Pooling> {
+    let modules = dir.join("modules.json");
+    let Ok(text) = std::fs::read_to_string(&modules) else {
+        return Ok(Pooling::Last);
+    };
+    let j: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", modules.display()))?;
+    let Some(m) = j.as_array().and_then(|l| {
+        l.iter()
+            .find(|m| m["type"].as_str().is_some_and(|t| t.ends_with(".Pooling")))
+    }) else {
+        return Ok(Pooling::Last);
+    };
+    let sub = m["path"].as_str().unwrap_or("");
+    if sub.contains("..") || sub.starts_with('/') || sub.contains('\\') {
+        bail!(
+            "{}: pooling module path '{sub}' must be inside the folder",
+            modules.display()
+        );
+    }
+    let cfg_path = dir.join(sub).join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+    let c: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", cfg_path.display()))?;
+    let on = |k: &str| c[k].as_bool() == Some(true);
+    Ok(if on("pooling_mode_lasttoken") {
+        Pooling::Last
+    } else if on("pooling_mode_mean_tokens") {
+        Pooling::Mean
+    } else if on("pooling_mode_cls_token") {
+        Pooling::Cls
+    } else {
+        bail!(
+            "{}: no pooling mode this engine computes (last token, mean or cls) is enabled",
+            cfg_path.display()
+        )
+    })
 }
 
 /// Reads and validates `config.json`.

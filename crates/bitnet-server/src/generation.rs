@@ -125,7 +125,17 @@ fn engine(st: &AppState, s: &SamplingFields) -> Result<Arc<Loaded>, ApiError> {
             .code("model_not_found"));
         }
     }
-    st.loaded.get().cloned().ok_or_else(ApiError::loading)
+    let eng = st.loaded.get().cloned().ok_or_else(ApiError::loading)?;
+    if eng.model.cfg.family.is_embedding() {
+        return Err(ApiError::invalid(format!(
+            "'{}' is an embedding model ({}): it does not generate text; use POST /v1/embeddings",
+            st.cfg.model_name,
+            eng.model.cfg.family.describe()
+        ))
+        .param("model")
+        .code("model_not_supported"));
+    }
+    Ok(eng)
 }
 
 pub async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {

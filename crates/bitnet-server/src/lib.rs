@@ -1,7 +1,7 @@
 //! OpenAI-compatible HTTP server for bitnet-rs (`bitnet serve`).
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (streaming SSE or one JSON body, with
-//! `usage`), `GET /v1/models`, `GET /health` (503 while the model loads), `POST /tokenize`,
+//! `usage`), `POST /v1/embeddings` (embedding models), `GET /v1/models`, `GET /health` (503 while the model loads), `POST /tokenize`,
 //! `POST /detokenize`, `GET /metrics` (Prometheus). Generation runs on the engine's continuous-batching
 //! [`Scheduler`]: bounded slots, bounded queue (429 when full), cancellation when a client disconnects.
 //! With an API key every route but `/health` needs `Authorization: Bearer <key>`.
@@ -12,6 +12,7 @@
 // Parsers and the server face input from outside: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod embeddings;
 pub mod error;
 pub mod generation;
 pub mod metrics;
@@ -91,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(generation::chat_completions))
         .route("/v1/completions", post(generation::completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(routes::models))
         .route("/tokenize", post(routes::tokenize))
         .route("/detokenize", post(routes::detokenize))

@@ -158,7 +158,10 @@ pub(crate) fn build(mut v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
             stop_ids.push(id);
         }
     }
-    let add_bos = v.bos_id.is_some() && v.add_bos.unwrap_or(true);
+    // Without the key llama.cpp adds BOS, except for Qwen2-style vocabularies, which have no BOS of
+    // their own (bitnet.cpp's embedding converter writes bos = eos = <|endoftext|> and no
+    // add_bos_token; transformers prepends nothing).
+    let add_bos = v.bos_id.is_some() && v.add_bos.unwrap_or(kind != pre_tokenizer::PreKind::Qwen2);
 
     Ok(Tokenizer {
         inner,

@@ -100,7 +100,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("bitnet bench needs a model (-m FILE); make one with `bitnet synth --shape 2b4t -o FILE.gguf`");
     }
     let t_load = Instant::now();
-    let (m, _tok) = a.model.load()?;
+    let (m, _tok) = a.model.load_language_model("bench")?;
     let load_s = t_load.elapsed().as_secs_f64();
     let vocab = m.cfg.vocab_size;
     let mut rng = Rng::new(a.seed);

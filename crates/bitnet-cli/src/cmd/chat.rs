@@ -126,7 +126,7 @@ impl Session {
 pub fn run(a: Args) -> Result<()> {
     let seed = a.sampling.seed();
     a.sampling.config(seed, usize::MAX)?; // bad flags fail before loading
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = a.model.load_language_model("chat")?;
     let (template, note) = ChatTemplate::resolve(a.chat_template.as_deref(), &tok)?;
     if let Some(n) = note {
         eprintln!("note: {n}");

@@ -134,7 +134,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     // Reject bad sampling flags before spending time on loading.
     a.sampling.config(0, usize::MAX)?;
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = a.model.load_language_model("generate")?;
     let ids = tok.encode(&prompt, !a.no_bos && tok.add_bos_default())?;
     let ctx = a.ctx_size.unwrap_or(model.cfg.context_length.min(4096)).max(1);
     if ids.len() >= ctx {

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod chat;
 pub mod convert;
+pub mod embed;
 pub mod generate;
 pub mod hub;
 pub mod inspect;

@@ -39,7 +39,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = a.model.load_language_model("perplexity")?;
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let add_bos = tok.add_bos_default();
     let tokens = tok.encode(&text, add_bos)?;
