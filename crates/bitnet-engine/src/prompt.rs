@@ -28,8 +28,10 @@ impl fmt::Display for PromptError {
 
 impl std::error::Error for PromptError {}
 
-/// The ids of a conversation rendered with `template`, ready for the assistant's answer. BOS is
-/// added when the model wants one and the template did not already write it.
+/// The ids of a conversation rendered with `template`, ready for the assistant's answer. Like
+/// transformers' `apply_chat_template(tokenize=True)`, nothing is added to what the template
+/// writes: templates that want BOS write `{{ bos_token }}` (2B-4T's, Llama-3's), and those that do
+/// not (Falcon3's) get none.
 pub fn chat_prompt(
     tok: &Tokenizer,
     template: &ChatTemplate,
@@ -38,9 +40,7 @@ pub fn chat_prompt(
     let text = template
         .render_for(tok, messages, true)
         .map_err(|e| PromptError::Template(e.to_string()))?;
-    let bos = tok.bos_id().and_then(|b| tok.token_text(b)).unwrap_or_default();
-    let add_bos = tok.add_bos_default() && (bos.is_empty() || !text.starts_with(&bos));
-    tok.encode(&text, add_bos)
+    tok.encode(&text, false)
         .map_err(|e| PromptError::Tokenize(e.to_string()))
 }
 
