@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use bitnet_tokenizer::{ChatMessage, ChatTemplate};
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llama-b158-a").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/llama-b158-a")
+        .join(rel)
 }
 
 #[test]
@@ -18,7 +20,12 @@ fn falcon3_chat_template_renders_like_transformers_from_every_file() {
         .as_array()
         .expect("messages")
         .iter()
-        .map(|m| ChatMessage::new(m["role"].as_str().expect("role"), m["content"].as_str().expect("content")))
+        .map(|m| {
+            ChatMessage::new(
+                m["role"].as_str().expect("role"),
+                m["content"].as_str().expect("content"),
+            )
+        })
         .collect();
     let want: Vec<u32> = input["chat_ids"]
         .as_array()

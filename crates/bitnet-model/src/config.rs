@@ -99,7 +99,17 @@ fn opt_u64(gguf: &GgufFile, key: &str) -> Result<Option<u64>> {
     })
 }
 
+/// Marks an activation the file did not state (see [`ModelConfig::activation_guessed`]).
+const GUESSED: &str = "without";
+
 impl ModelConfig {
+    /// Whether the FFN activation is llama.cpp's default for a file that does not say (a `bitnet` GGUF
+    /// without `bitnet.hidden_activation`: 1bitLLM and 2B-4T files look alike) rather than stated by
+    /// the file or `--ffn-act`.
+    pub fn activation_guessed(&self) -> bool {
+        !self.ffn_act_reason.starts_with("--ffn-act") && self.ffn_act_reason.contains(&format!("file {GUESSED} '"))
+    }
+
     /// Reads the hyperparameters of a GGUF file (`{arch}.*` keys).
     pub fn from_gguf(gguf: &GgufFile, ffn_override: Option<FfnActivation>) -> Result<Self> {
         let arch = gguf.get_str(key::ARCHITECTURE)?.to_string();
@@ -125,7 +135,7 @@ impl ModelConfig {
                     None => (
                         default,
                         format!(
-                            "{} '{arch}' file without '{key}': {default} as {} does \
+                            "{} '{arch}' file {GUESSED} '{key}': {default} as {} does \
                              (right for 1bitLLM models; use --ffn-act relu2 for BitNet b1.58 2B-4T weights)",
                             spec.writer, spec.writer
                         ),
@@ -214,7 +224,16 @@ impl ModelConfig {
             pooling,
             arch,
         };
-        cfg.with_override(ffn_override).validated()
+        let mut cfg = cfg.with_override(ffn_override);
+        if spec.family == Family::OneBitLlm {
+            // The `bitnet` arch holds both sub-norm families; the activation (after --ffn-act) tells them
+            // apart, and decides what `convert` writes.
+            cfg.family = match cfg.ffn_act {
+                FfnActivation::Relu2 => Family::BitNetB158,
+                FfnActivation::Silu => Family::OneBitLlm,
+            };
+        }
+        cfg.validated()
     }
 
     /// Reads a Hugging Face `config.json` (BitNetForCausalLM). Accepts `rope_theta` and the newer

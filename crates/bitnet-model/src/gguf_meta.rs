@@ -9,12 +9,12 @@
 
 use std::path::Path;
 
-use crate::arch::{self, key};
+use crate::arch::{self, key, Family, Pooling};
 use crate::config::{FfnActivation, ModelConfig};
 use anyhow::{bail, Context, Result};
 use bitnet_gguf::{GgufFile, GgufWriter, MetadataValue};
-use bitnet_tokenizer::LLAMA3_REGEX;
 use bitnet_tokenizer::{GgufVocab, Tokenizer};
+use bitnet_tokenizer::{LLAMA3_REGEX, QWEN2_REGEX};
 
 /// Score bitnet.cpp's converter gives added (special) tokens; normal tokens get 0.
 const ADDED_TOKEN_SCORE: f32 = -1000.0;
@@ -22,6 +22,7 @@ const ADDED_TOKEN_SCORE: f32 = -1000.0;
 const TYPE_NORMAL: i32 = 1;
 const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
+const TYPE_UNUSED: i32 = 5;
 
 /// The `tokenizer.*` keys of the output.
 #[derive(Clone, Debug, Default)]
@@ -136,6 +137,73 @@ impl TokenizerMeta {
     /// converter does (ids in order, added tokens as control/user-defined with score -1000, merges as
     /// "a b"), with BOS/EOS from `config.json` and the chat template from `tokenizer_config.json`.
     pub fn from_hf(dir: &Path, config: &serde_json::Value, tok: &Tokenizer) -> Result<Self> {
+        let mut m = Self::from_hf_vocab(dir, config, tok)?;
+        if let Some(id) = tok.appended_token() {
+            // Embedding models: every input ends with EOS (what their tokenizer.json post-processor does).
+            if m.eos.is_none() {
+                m.eos = Some(id);
+            }
+            m.extra.push(("tokenizer.ggml.add_eos_token".to_string(), true.into()));
+        }
+        Ok(m)
+    }
+
+    /// A SentencePiece folder's vocabulary as llama.cpp's converter writes it (`tokenizer.ggml.model =
+    /// llama`): the pieces, scores and types of `tokenizer.model`, then the added tokens of
+    /// tokenizer.json beyond them, then `[PAD<id>]` fillers up to the model's vocabulary size.
+    fn from_sentencepiece(dir: &Path, config: &serde_json::Value, tok: &Tokenizer) -> Result<Self> {
+        let sp = dir.join("tokenizer.model");
+        let (pieces, add_space_prefix) =
+            bitnet_tokenizer::sentencepiece_pieces(&sp).with_context(|| format!("reading {}", sp.display()))?;
+        let mut tokens = Vec::with_capacity(pieces.len());
+        let mut scores = Vec::with_capacity(pieces.len());
+        let mut types = Vec::with_capacity(pieces.len());
+        for (t, s, ty) in pieces {
+            tokens.push(t);
+            scores.push(s);
+            types.push(ty);
+        }
+        // Added tokens past the pieces (1bitLLM's <pad>), from the loaded tokenizer.
+        while let Some(text) = tok.token_piece(tokens.len() as u32) {
+            tokens.push(text.to_string());
+            scores.push(ADDED_TOKEN_SCORE);
+            types.push(TYPE_CONTROL);
+        }
+        let vocab = config
+            .get("vocab_size")
+            .and_then(|v| v.as_u64())
+            .map_or(tokens.len(), |v| v as usize);
+        while tokens.len() < vocab {
+            tokens.push(format!("[PAD{}]", tokens.len()));
+            scores.push(ADDED_TOKEN_SCORE);
+            types.push(TYPE_UNUSED);
+        }
+        let id_of = |key: &str| {
+            config
+                .get(key)
+                .and_then(|v| v.as_u64())
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        Ok(TokenizerMeta {
+            model: "llama".to_string(),
+            pre: Some("default".to_string()),
+            tokens,
+            scores: Some(scores),
+            token_types: Some(types),
+            merges: Vec::new(),
+            bos: id_of("bos_token_id").or(tok.bos_id()),
+            eos: id_of("eos_token_id").or(tok.eos_id()),
+            add_bos: Some(tok.add_bos_default()),
+            chat_template: tok.chat_template().map(str::to_string),
+            extra: vec![("tokenizer.ggml.add_space_prefix".to_string(), add_space_prefix.into())],
+            pre_reason: "default: a SentencePiece vocabulary (tokenizer.model)".to_string(),
+        })
+    }
+
+    fn from_hf_vocab(dir: &Path, config: &serde_json::Value, tok: &Tokenizer) -> Result<Self> {
+        if dir.join("tokenizer.model").is_file() && tok.pre_tokenizer_name().contains("sentencepiece") {
+            return Self::from_sentencepiece(dir, config, tok);
+        }
         let p = dir.join("tokenizer.json");
         let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let j: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
@@ -267,6 +335,13 @@ fn hf_pre_tokenizer(pre: Option<&serde_json::Value>) -> (Option<String>, String)
             "llama-bpe: tokenizer.json splits with Llama-3's regex".to_string(),
         );
     }
+    let qwen2 = serde_json::Value::String(QWEN2_REGEX.to_string()).to_string();
+    if text.contains(&qwen2) {
+        return (
+            Some("qwen2".to_string()),
+            "qwen2: tokenizer.json splits with Qwen2's regex".to_string(),
+        );
+    }
     let byte_level_regex = pre.is_some_and(|v| {
         v.get("type").and_then(|t| t.as_str()) == Some("ByteLevel")
             && v.get("use_regex").and_then(|u| u.as_bool()).unwrap_or(true)
@@ -292,11 +367,15 @@ pub enum Layout {
     LlamaCpp { file_type: u32 },
 }
 
-/// Arch name of a layout.
-pub fn arch_of(layout: Layout) -> &'static str {
-    match layout {
-        Layout::BitnetCpp => arch::BITNET_B158,
-        Layout::LlamaCpp { .. } => arch::LLAMACPP_BITNET,
+/// The architecture name the peers write for a family in a layout: bitnet.cpp's official file says
+/// `bitnet-b1.58` for the 2B-4T family, llama.cpp says `bitnet`; both write 1bitLLM models as
+/// `bitnet`, Llama-architecture models as `llama` and the embedding models as `qwen3`.
+pub fn arch_of(layout: Layout, family: Family) -> &'static str {
+    match (family, layout) {
+        (Family::BitNetB158, Layout::BitnetCpp) => arch::BITNET_B158,
+        (Family::BitNetB158 | Family::OneBitLlm, _) => arch::LLAMACPP_BITNET,
+        (Family::Llama158, _) => arch::LLAMA,
+        (Family::BitNetEmbedQwen3, _) => arch::QWEN3,
     }
 }
 
@@ -312,7 +391,7 @@ pub fn write_metadata(
     name: &str,
     t: &TokenizerMeta,
 ) -> Result<()> {
-    let a = arch_of(layout);
+    let a = arch_of(layout, cfg.family);
     let k = |s: &str| arch::arch_key(a, s);
     let mut put = |key: String, v: MetadataValue| w.add_metadata(key, v).map_err(anyhow::Error::from);
     let tokenizer = |put: &mut dyn FnMut(String, MetadataValue) -> Result<()>, with_scores: bool| -> Result<()> {
@@ -360,6 +439,23 @@ pub fn write_metadata(
         };
         put(k(key), u32_of(v, key)?.into())
     };
+    // Keys only some architectures have: explicit head widths where heads are not hidden / heads wide
+    // (Qwen3), and the pooling of embedding models.
+    let family_keys = |put: &mut dyn FnMut(String, MetadataValue) -> Result<()>| -> Result<()> {
+        if cfg.num_heads * cfg.head_dim != cfg.hidden_size || a == arch::QWEN3 {
+            put(k(key::KEY_LENGTH), u32_of(cfg.head_dim, "head dimension")?.into())?;
+            put(k(key::VALUE_LENGTH), u32_of(cfg.head_dim, "head dimension")?.into())?;
+        }
+        if let Some(p) = cfg.pooling {
+            let v: u32 = match p {
+                Pooling::Mean => 1,
+                Pooling::Cls => 2,
+                Pooling::Last => 3,
+            };
+            put(k(key::POOLING_TYPE), v.into())?;
+        }
+        Ok(())
+    };
     match layout {
         Layout::BitnetCpp => {
             put(key::NAME.into(), name.into())?;
@@ -378,6 +474,7 @@ pub fn write_metadata(
             put("tokenizer.ggml.add_bos_token".into(), t.add_bos.unwrap_or(true).into())?;
             put(k(key::RMS_EPS), cfg.rms_eps.into())?;
             put(k(key::ROPE_FREQ_BASE), cfg.rope_theta.into())?;
+            family_keys(&mut put)?;
             put(key::FILE_TYPE.into(), 40u32.into())?;
             tokenizer(&mut put, true)?;
             put(key::QUANTIZATION_VERSION.into(), 2u32.into())?;
@@ -399,17 +496,22 @@ pub fn write_metadata(
             }
             put(k(key::ROPE_FREQ_BASE), cfg.rope_theta.into())?;
             put(k(key::RMS_EPS), cfg.rms_eps.into())?;
-            let act = match cfg.ffn_act {
-                FfnActivation::Relu2 => "relu2",
-                FfnActivation::Silu => "silu",
-            };
-            put(k(key::HIDDEN_ACTIVATION), act.into())?;
-            put(k(key::ROPE_SCALING_TYPE), "linear".into())?;
-            put(k(key::ROPE_SCALING_FACTOR), 1.0f32.into())?;
+            if a == arch::LLAMACPP_BITNET {
+                // Only the `bitnet` arch has an activation key (llama and qwen3 imply SiLU).
+                let act = match cfg.ffn_act {
+                    FfnActivation::Relu2 => "relu2",
+                    FfnActivation::Silu => "silu",
+                };
+                put(k(key::HIDDEN_ACTIVATION), act.into())?;
+                put(k(key::ROPE_SCALING_TYPE), "linear".into())?;
+                put(k(key::ROPE_SCALING_FACTOR), 1.0f32.into())?;
+            }
+            family_keys(&mut put)?;
             if let Some(b) = t.add_bos {
                 put("tokenizer.ggml.add_bos_token".into(), b.into())?;
             }
-            tokenizer(&mut put, false)?;
+            // llama.cpp writes scores only for SentencePiece vocabularies (they order its merges).
+            tokenizer(&mut put, t.model == "llama")?;
             put(key::QUANTIZATION_VERSION.into(), 2u32.into())?;
             put(key::FILE_TYPE.into(), file_type.into())?;
         }

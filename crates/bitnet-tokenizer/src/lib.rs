@@ -47,7 +47,32 @@ use std::sync::Arc;
 pub use chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use error::TokenizerError;
 pub use gguf_vocab::GgufVocab;
-pub use pre_tokenizer::{LLAMA3_REGEX, LLAMACPP_DEFAULT_REGEXES};
+pub use pre_tokenizer::{LLAMA3_REGEX, LLAMACPP_DEFAULT_REGEXES, QWEN2_REGEX};
+
+/// One piece of a sentencepiece model: text, score, type.
+pub type SentencePiece = (String, f32, i32);
+
+/// The pieces of a sentencepiece `tokenizer.model` as `(text, score, type)` (types as GGUF's
+/// `tokenizer.ggml.token_type`), and whether it adds a dummy prefix: what a GGUF `llama`
+/// vocabulary holds. Only BPE models are accepted.
+pub fn sentencepiece_pieces(path: &Path) -> Result<(Vec<SentencePiece>, bool), TokenizerError> {
+    let bytes = std::fs::read(path).map_err(|source| TokenizerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let m = spm::parse_model_proto(&bytes).map_err(|message| TokenizerError::InvalidFile {
+        path: path.to_path_buf(),
+        message,
+    })?;
+    if m.model_type != 2 {
+        return Err(TokenizerError::Unsupported(format!(
+            "{}: sentencepiece model type {} (only BPE, type 2, is supported)",
+            path.display(),
+            m.model_type
+        )));
+    }
+    Ok((m.pieces, m.add_dummy_prefix))
+}
 pub use stream::StreamDecoder;
 
 use token_table::TokenTable;

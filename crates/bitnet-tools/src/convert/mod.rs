@@ -16,9 +16,10 @@ use bitnet_model::{detect, load_gguf, load_hf, BitNetModel, FfnActivation, Model
 
 use crate::progress;
 use crate::safe_write;
-use bitnet_model::arch::{gguf_layer, LayerTensor, ModelTensor};
+use bitnet_model::arch::{gguf_layer, LayerTensor, ModelTensor, RopeLayout};
 use bitnet_model::gguf_meta as metadata;
 pub use bitnet_model::gguf_meta::{Layout, TokenizerMeta};
+use bitnet_model::{Layer, Linear};
 pub use tensors::{HeadType, TernaryType};
 
 /// What `convert` does.
@@ -121,9 +122,30 @@ pub fn build(input: &Path, opts: &ConvertOptions) -> Result<(GgufWriter, Convert
     build_from_model(&model, &tmeta, &name, opts)
 }
 
-fn sub_norm(v: &Option<Vec<f32>>) -> Result<&Vec<f32>> {
-    v.as_ref()
-        .context("internal error: a sub-norm layout without its sub-norm")
+/// A norm weight of a layer (`None` if the layer does not have it).
+fn layer_norm(l: &Layer, t: LayerTensor) -> Option<&Vec<f32>> {
+    match t {
+        LayerTensor::AttnNorm => Some(&l.attn_norm),
+        LayerTensor::FfnNorm => Some(&l.ffn_norm),
+        LayerTensor::AttnSubNorm => l.attn_sub_norm.as_ref(),
+        LayerTensor::FfnSubNorm => l.ffn_sub_norm.as_ref(),
+        LayerTensor::QHeadNorm => l.q_norm.as_ref(),
+        LayerTensor::KHeadNorm => l.k_norm.as_ref(),
+        t => projection(l, t.input_norm_of()?).in_norm.as_ref().map(|n| &n.w),
+    }
+}
+
+/// A projection of a layer.
+fn projection(l: &Layer, t: LayerTensor) -> &Linear {
+    match t {
+        LayerTensor::Q => &l.wq,
+        LayerTensor::K => &l.wk,
+        LayerTensor::V => &l.wv,
+        LayerTensor::O => &l.wo,
+        LayerTensor::Gate => &l.w_gate,
+        LayerTensor::Up => &l.w_up,
+        _ => &l.w_down,
+    }
 }
 
 /// Builds the output from a loaded model and its tokenizer metadata.
@@ -134,20 +156,21 @@ pub fn build_from_model(
     opts: &ConvertOptions,
 ) -> Result<(GgufWriter, ConvertSummary)> {
     let cfg = &model.cfg;
-    if !cfg.family.block().sub_norms {
-        bail!(
-            "bitnet convert writes the BitNet b1.58 / 1bitLLM layout; this model is {} ({}), which it \
-             cannot write yet",
-            cfg.family.describe(),
-            cfg.family_reason
-        );
-    }
     let layout = match opts.to {
         TernaryType::I2S => Layout::BitnetCpp,
         TernaryType::TQ2_0 => Layout::LlamaCpp { file_type: 37 },
         TernaryType::TQ1_0 => Layout::LlamaCpp { file_type: 36 },
     };
-    if layout == Layout::BitnetCpp && cfg.ffn_act != FfnActivation::Relu2 {
+    let arch = metadata::arch_of(layout, cfg.family);
+    if layout == Layout::BitnetCpp && cfg.activation_guessed() {
+        bail!(
+            "the input does not say its FFN activation ({}); I2_S files name it by their architecture \
+             (bitnet-b1.58: squared ReLU, bitnet: SiLU), so say which: --ffn-act relu2 for BitNet b1.58 \
+             weights (e.g. 2B-4T converted by llama.cpp), --ffn-act silu for 1bitLLM weights",
+            cfg.ffn_act_reason
+        );
+    }
+    if arch == bitnet_model::arch::BITNET_B158 && cfg.ffn_act != FfnActivation::Relu2 {
         bail!(
             "the input's FFN activation is {} ({}), but arch bitnet-b1.58 (I2_S) always means squared ReLU; \
              if these are BitNet b1.58 weights (e.g. 2B-4T converted by llama.cpp) pass --ffn-act relu2, \
@@ -180,13 +203,13 @@ pub fn build_from_model(
         tensors::f32_bytes(&model.final_norm),
     )?;
     pb.inc(1);
+    // `llama` files hold q/k rows in the order llama.cpp's interleaved RoPE reads (the peers'
+    // converters permute them); a model read from such a file already is in that order.
+    let permute = arch == bitnet_model::arch::LLAMA && cfg.rope_layout == RopeLayout::HalfSplit;
     for (i, l) in model.layers.iter().enumerate() {
-        for (t, v) in [
-            (LayerTensor::AttnNorm, &l.attn_norm),
-            (LayerTensor::AttnSubNorm, sub_norm(&l.attn_sub_norm)?),
-            (LayerTensor::FfnNorm, &l.ffn_norm),
-            (LayerTensor::FfnSubNorm, sub_norm(&l.ffn_sub_norm)?),
-        ] {
+        // Each layer's norms first, then its projections: the official file's order.
+        for t in cfg.family.layer_tensors().filter(|t| t.is_norm()) {
+            let v = layer_norm(l, t).with_context(|| format!("internal error: layer {i} has no {t:?}"))?;
             w.add_tensor(
                 gguf_layer(i, t),
                 &[v.len() as u64],
@@ -194,24 +217,22 @@ pub fn build_from_model(
                 tensors::f32_bytes(v),
             )?;
         }
-        for (t, lin) in [
-            (LayerTensor::Q, &l.wq),
-            (LayerTensor::K, &l.wk),
-            (LayerTensor::V, &l.wv),
-            (LayerTensor::O, &l.wo),
-            (LayerTensor::Gate, &l.w_gate),
-            (LayerTensor::Up, &l.w_up),
-            (LayerTensor::Down, &l.w_down),
-        ] {
+        for t in cfg.family.layer_tensors().filter(|t| !t.is_norm()) {
             let tname = gguf_layer(i, t);
-            let data = tensors::encode_ternary(&tname, lin, opts.to, &mut |m| warnings.push(m))?;
+            let lin = projection(l, t);
+            let heads = match t {
+                LayerTensor::Q if permute => Some(cfg.num_heads),
+                LayerTensor::K if permute => Some(cfg.num_kv_heads),
+                _ => None,
+            };
+            let data = tensors::encode_ternary(&tname, lin, opts.to, heads, &mut |m| warnings.push(m))?;
             w.add_tensor(tname, &[lin.w.cols() as u64, lin.w.rows() as u64], opts.to.ggml(), data)?;
             pb.inc(1);
         }
     }
     pb.finish_and_clear();
     let summary = ConvertSummary {
-        arch: metadata::arch_of(layout).to_string(),
+        arch: arch.to_string(),
         n_tensors: w.tensor_infos().len(),
         n_bytes: 0,
         pre: tmeta.pre.clone(),

@@ -137,8 +137,38 @@ pub fn unify_block_scales(codes: &[i8], scales: &[f32], block: usize) -> (f32, O
     }
 }
 
-/// Encodes one projection. `warn` receives a note when the conversion cannot be exact.
-pub fn encode_ternary(name: &str, lin: &Linear, to: TernaryType, warn: &mut dyn FnMut(String)) -> Result<Vec<u8>> {
+/// Reorders the rows of each of `heads` heads from Hugging Face's half-split order to the
+/// interleaved pairs llama.cpp's `llama` arch reads (row `2j + s` of a head takes row `s * d/2 + j`;
+/// transformers' `LlamaModel.permute` in the peers' converters). `per_row` values move with each row.
+pub fn permute_heads<T: Copy>(v: &mut [T], rows: usize, heads: usize) -> Result<()> {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) || !v.len().is_multiple_of(rows) {
+        bail!("cannot permute {rows} rows into {heads} heads of an even width");
+    }
+    let per_row = v.len() / rows;
+    let hd = rows / heads;
+    let half = hd / 2;
+    let src = v.to_vec();
+    for h in 0..heads {
+        for j in 0..half {
+            for s in 0..2 {
+                let (to, from) = (h * hd + 2 * j + s, h * hd + s * half + j);
+                v[to * per_row..(to + 1) * per_row].copy_from_slice(&src[from * per_row..(from + 1) * per_row]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Encodes one projection; with `permute_heads: Some(n)` its rows are reordered for llama.cpp's
+/// interleaved RoPE first ([`permute_heads`]). `warn` receives a note when the conversion cannot be
+/// exact.
+pub fn encode_ternary(
+    name: &str,
+    lin: &Linear,
+    to: TernaryType,
+    permute: Option<usize>,
+    warn: &mut dyn FnMut(String),
+) -> Result<Vec<u8>> {
     let (rows, cols) = (lin.w.rows(), lin.w.cols());
     let m = to.row_multiple();
     if !cols.is_multiple_of(m) {
@@ -149,7 +179,13 @@ pub fn encode_ternary(name: &str, lin: &Linear, to: TernaryType, warn: &mut dyn 
             to.ggml().name()
         );
     }
-    let c = codes_of(lin);
+    let mut c = codes_of(lin);
+    if let Some(heads) = permute {
+        permute_heads(&mut c.codes, rows, heads).with_context(|| format!("tensor '{name}'"))?;
+        if let Some(bs) = c.block_scales.as_mut() {
+            permute_heads(bs, rows, heads).with_context(|| format!("tensor '{name}'"))?;
+        }
+    }
     let enc = match to {
         TernaryType::I2S => {
             let scale = match (c.tensor_scale, &c.block_scales) {
@@ -290,14 +326,14 @@ mod tests {
         let codes: Vec<i8> = (0..rows * cols).map(|i| ((i * 7 + i / 3) % 3) as i8 - 1).collect();
         let lin = Linear::new(TernaryMatrix::from_codes(rows, cols, &codes, 0.0371).unwrap());
         let mut warn = |w: String| panic!("unexpected warning {w}");
-        let tq2 = encode_ternary("t", &lin, TernaryType::TQ2_0, &mut warn).unwrap();
+        let tq2 = encode_ternary("t", &lin, TernaryType::TQ2_0, None, &mut warn).unwrap();
         let l2 = Linear::new(TernaryMatrix::from_tq2_0(rows, cols, Bytes::from_vec(tq2.clone())).unwrap());
-        let tq1 = encode_ternary("t", &l2, TernaryType::TQ1_0, &mut warn).unwrap();
+        let tq1 = encode_ternary("t", &l2, TernaryType::TQ1_0, None, &mut warn).unwrap();
         let l1 = Linear::new(TernaryMatrix::from_tq1_0(rows, cols, Bytes::from_vec(tq1)).unwrap());
         assert_eq!(codes_of(&l1).codes, codes);
-        let back2 = encode_ternary("t", &l1, TernaryType::TQ2_0, &mut warn).unwrap();
+        let back2 = encode_ternary("t", &l1, TernaryType::TQ2_0, None, &mut warn).unwrap();
         assert_eq!(back2, tq2, "TQ2_0 -> TQ1_0 -> TQ2_0 changed bytes");
-        let i2 = encode_ternary("t", &l1, TernaryType::I2S, &mut warn).unwrap();
+        let i2 = encode_ternary("t", &l1, TernaryType::I2S, None, &mut warn).unwrap();
         let (got, scale) = {
             let mut c = vec![0i8; rows * cols];
             let s = i2s::decode(&i2, &mut c).unwrap();
@@ -311,11 +347,11 @@ mod tests {
     fn rejects_rows_a_type_cannot_hold() {
         let codes = vec![1i8; 2 * 384];
         let lin = Linear::new(TernaryMatrix::from_codes(2, 384, &codes, 1.0).unwrap());
-        let e = encode_ternary("blk.0.x.weight", &lin, TernaryType::TQ2_0, &mut |_| {})
+        let e = encode_ternary("blk.0.x.weight", &lin, TernaryType::TQ2_0, None, &mut |_| {})
             .unwrap_err()
             .to_string();
         assert!(e.contains("blk.0.x.weight") && e.contains("multiple of 256"), "{e}");
-        encode_ternary("x", &lin, TernaryType::I2S, &mut |_| {}).unwrap();
+        encode_ternary("x", &lin, TernaryType::I2S, None, &mut |_| {}).unwrap();
     }
 
     #[test]
