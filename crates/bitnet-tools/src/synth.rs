@@ -14,7 +14,7 @@ use bitnet_gguf::{GgmlType, GgufWriter};
 use bitnet_kernels::i2s;
 use half::f16;
 
-use bitnet_model::arch::{self, gguf_layer, LayerTensor, ModelTensor};
+use bitnet_model::arch::{self, gguf_layer, Family, LayerTensor, ModelTensor};
 use bitnet_model::gguf_meta::{write_metadata, Layout, TokenizerMeta};
 use bitnet_model::{FfnActivation, ModelConfig};
 
@@ -25,6 +25,9 @@ pub enum Shape {
     Tiny,
     /// BitNet b1.58 2B-4T: hidden 2560, FFN 6912, 30 layers, 20/5 heads, vocab 128256.
     B2b4t,
+    /// Falcon3-1B-Instruct-1.58bit's shape (the Llama family: `llama` arch, no sub-norms, SiLU,
+    /// untied F16 head): hidden 2048, FFN 8192, 18 layers, 8/4 heads of 256, vocab 131072.
+    Falcon3_1b,
 }
 
 struct Dims {
@@ -37,6 +40,7 @@ struct Dims {
     /// Llama-3 reserves the last 256 ids for special tokens; the tiny model uses 10, like the fixtures.
     specials: usize,
     context: usize,
+    family: Family,
 }
 
 impl Shape {
@@ -44,6 +48,7 @@ impl Shape {
         match s.to_ascii_lowercase().as_str() {
             "tiny" => Some(Shape::Tiny),
             "2b4t" | "2b" | "2b-4t" | "bitnet-2b4t" => Some(Shape::B2b4t),
+            "falcon3-1b" | "falcon3" => Some(Shape::Falcon3_1b),
             _ => None,
         }
     }
@@ -59,6 +64,7 @@ impl Shape {
                 vocab: 2048,
                 specials: 10,
                 context: 2048,
+                family: Family::BitNetB158,
             },
             Shape::B2b4t => Dims {
                 hidden: 2560,
@@ -69,6 +75,18 @@ impl Shape {
                 vocab: 128256,
                 specials: 256,
                 context: 4096,
+                family: Family::BitNetB158,
+            },
+            Shape::Falcon3_1b => Dims {
+                hidden: 2048,
+                ffn: 8192,
+                layers: 18,
+                heads: 8,
+                kv_heads: 4,
+                vocab: 131072,
+                specials: 256,
+                context: 8192,
+                family: Family::Llama158,
             },
         }
     }
@@ -207,9 +225,13 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
         context_length: d.context,
         rope_theta: 500_000.0,
         rms_eps: 1e-5,
-        ffn_act: FfnActivation::Relu2,
+        ffn_act: if d.family == Family::Llama158 {
+            FfnActivation::Silu
+        } else {
+            FfnActivation::Relu2
+        },
         ffn_act_reason: String::new(),
-        family: bitnet_model::arch::Family::BitNetB158,
+        family: d.family,
         family_reason: "synthesized BitNet b1.58 model".to_string(),
         rope_layout: bitnet_model::arch::RopeLayout::HalfSplit,
         pooling: None,
@@ -229,10 +251,10 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
         chat_template: Some(BITNET_CHAT_TEMPLATE.to_string()),
         ..TokenizerMeta::default()
     };
-    let name = if shape == Shape::B2b4t {
-        "bitnet2b"
-    } else {
-        "bitnet-synth-tiny"
+    let name = match shape {
+        Shape::B2b4t => "bitnet2b",
+        Shape::Falcon3_1b => "falcon3-1b-synth",
+        Shape::Tiny => "bitnet-synth-tiny",
     };
     write_metadata(&mut w, Layout::BitnetCpp, &cfg, name, &tokenizer)?;
 
@@ -259,6 +281,14 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
         .flat_map(|_| f16::from_f32(g.normal()).to_le_bytes())
         .collect();
     w.add_tensor(ModelTensor::Embedding.gguf(), &[h, d.vocab as u64], GgmlType::F16, emb)?;
+    if d.family == Family::Llama158 {
+        // Falcon3 unties its head: a second F16 matrix of the same shape.
+        let head: Vec<u8> = (0..d.vocab * d.hidden)
+            .flat_map(|_| f16::from_f32(g.normal()).to_le_bytes())
+            .collect();
+        w.add_tensor(ModelTensor::Head.gguf(), &[h, d.vocab as u64], GgmlType::F16, head)?;
+    }
+    let sub_norms = d.family.block().sub_norms;
     // Final norm scaled so logits have a standard deviation of a few units.
     let fnorm: Vec<f32> = (0..d.hidden)
         .map(|_| (1.0 + 0.1 * g.normal()) * 3.0 / (d.hidden as f32).sqrt())
@@ -285,12 +315,14 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
             GgmlType::I2_S,
             ternary(&mut g, kvd as usize, d.hidden)?,
         )?;
-        w.add_tensor(
-            n(LayerTensor::AttnSubNorm),
-            &[qd],
-            GgmlType::F32,
-            norm(&mut g, qd as usize),
-        )?;
+        if sub_norms {
+            w.add_tensor(
+                n(LayerTensor::AttnSubNorm),
+                &[qd],
+                GgmlType::F32,
+                norm(&mut g, qd as usize),
+            )?;
+        }
         w.add_tensor(
             n(LayerTensor::O),
             &[qd, h],
@@ -310,7 +342,9 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
             GgmlType::I2_S,
             ternary(&mut g, d.ffn, d.hidden)?,
         )?;
-        w.add_tensor(n(LayerTensor::FfnSubNorm), &[ffn], GgmlType::F32, norm(&mut g, d.ffn))?;
+        if sub_norms {
+            w.add_tensor(n(LayerTensor::FfnSubNorm), &[ffn], GgmlType::F32, norm(&mut g, d.ffn))?;
+        }
         w.add_tensor(
             n(LayerTensor::Down),
             &[ffn, h],

@@ -7,7 +7,8 @@ use bitnet_tools::synth::{self, Shape};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// tiny (a few MB, for demos and tests) or 2b4t (the shape and metadata of BitNet b1.58 2B-4T).
+    /// tiny (a few MB, for demos and tests), 2b4t (the shape and metadata of BitNet b1.58 2B-4T) or
+    /// falcon3-1b (Falcon3-1B-1.58bit's shape: the Llama family, `llama` arch, untied head).
     #[arg(long = "shape", default_value = "tiny")]
     pub shape: String,
     /// Output .gguf file.
@@ -19,7 +20,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let shape = Shape::parse(&a.shape).with_context(|| format!("unknown --shape '{}' (tiny or 2b4t)", a.shape))?;
+    let shape =
+        Shape::parse(&a.shape).with_context(|| format!("unknown --shape '{}' (tiny, 2b4t or falcon3-1b)", a.shape))?;
     synth::write_gguf(shape, a.seed, &a.output)?;
     eprintln!("wrote {}", a.output.display());
     Ok(())
