@@ -15,6 +15,7 @@
 pub mod embeddings;
 pub mod error;
 pub mod generation;
+pub mod guard;
 pub mod metrics;
 pub mod request;
 mod routes;
@@ -50,6 +51,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// `--chat-template FILE|NAME`; None: the model's (or the built-in BitNet one).
     pub chat_template: Option<String>,
+    /// Which browsers and hosts may call the server (see [`guard`]).
+    pub guard: guard::Guard,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             prefill_chunk: SchedulerConfig::DEFAULT_PREFILL_CHUNK,
             max_body_bytes: 1 << 20,
             chat_template: None,
+            guard: guard::Guard::default(),
         }
     }
 }
@@ -105,6 +109,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(routes::health))
         .merge(protected)
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), guard::guard))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             routes::count_requests,
@@ -149,6 +154,10 @@ pub async fn serve(
     loader: Loader,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let mut cfg = cfg;
+    // DNS rebinding only matters for a server that believes it is private: check Host when bound to
+    // loopback.
+    cfg.guard.loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(true);
     let state = Arc::new(AppState {
         cfg,
         loaded: OnceLock::new(),

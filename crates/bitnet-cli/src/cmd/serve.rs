@@ -37,6 +37,15 @@ pub struct Args {
     /// Chat template: a built-in name (bitnet, llama3, chatml) or a file holding a Jinja template.
     #[arg(long = "chat-template")]
     pub chat_template: Option<String>,
+    /// Browser origins allowed to call the server besides loopback ones (comma-separated, e.g.
+    /// `https://app.example.com`; `*` allows any). Requests without an Origin header (curl, SDKs) are
+    /// always allowed.
+    #[arg(long = "allowed-origins", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Host names answered besides localhost names when bound to loopback (comma-separated; `*` allows
+    /// any): the DNS-rebinding defence.
+    #[arg(long = "allowed-hosts", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long = "max-body-bytes", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
@@ -75,6 +84,11 @@ pub fn run(a: Args) -> Result<()> {
         ctx: a.ctx_size,
         max_body_bytes: a.max_body_bytes,
         chat_template: a.chat_template.clone(),
+        guard: bitnet_server::guard::Guard {
+            allowed_origins: a.allowed_origins.clone(),
+            allowed_hosts: a.allowed_hosts.clone(),
+            loopback: true,
+        },
     };
     let model = a.model.clone();
     let host = if a.host.contains(':') && !a.host.starts_with('[') {
