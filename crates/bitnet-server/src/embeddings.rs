@@ -133,7 +133,7 @@ fn check_count(n: usize) -> Result<(), ApiError> {
 
 pub async fn embeddings(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
-        let v = read_json(&headers, body, st.cfg.max_body_bytes).await?;
+        let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: EmbeddingRequest = typed(&v)?;
         let base64 = match req.encoding_format.as_deref() {
             None | Some("float") => false,

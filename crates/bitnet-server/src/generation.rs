@@ -140,7 +140,7 @@ fn engine(st: &AppState, s: &SamplingFields) -> Result<Arc<Loaded>, ApiError> {
 
 pub async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
-        let v = read_json(&headers, body, st.cfg.max_body_bytes).await?;
+        let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: ChatRequest = typed(&v)?;
         let s: SamplingFields = typed(&v)?;
         let eng = engine(&st, &s)?;
@@ -164,7 +164,7 @@ pub async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMa
 
 pub async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
-        let v = read_json(&headers, body, st.cfg.max_body_bytes).await?;
+        let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: CompletionRequest = typed(&v)?;
         let s: SamplingFields = typed(&v)?;
         let eng = engine(&st, &s)?;

@@ -39,14 +39,15 @@ impl Guard {
         if let Some(rest) = v.strip_prefix('[') {
             return rest.split(']').next().unwrap_or("");
         }
-        v.rsplit_once(':').map_or(v, |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { v })
+        v.rsplit_once(':').map_or(
+            v,
+            |(h, port)| if port.chars().all(|c| c.is_ascii_digit()) { h } else { v },
+        )
     }
 
     fn is_loopback_name(h: &str) -> bool {
         let h = h.trim_end_matches('.').to_ascii_lowercase();
-        h == "localhost"
-            || h.ends_with(".localhost")
-            || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        h == "localhost" || h.ends_with(".localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 
     /// Whether requests with this `Host` are served.
@@ -65,7 +66,11 @@ impl Guard {
 
     /// Whether a browser page of this origin may call the server.
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        if self.allowed_origins.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        if self
+            .allowed_origins
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
             return true;
         }
         let Some((scheme, rest)) = origin.split_once("://") else {
@@ -105,7 +110,10 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             "host_not_allowed",
         );
     }
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if let Some(o) = &origin {
         if !g.origin_allowed(o) {
             return forbidden(
@@ -170,17 +178,44 @@ mod tests {
             allowed_hosts: vec!["bitnet.internal".into()],
             allowed_origins: vec!["https://app.example.com".into()],
         };
-        for ok in ["localhost:8080", "127.0.0.1:8080", "[::1]:8080", "localhost", "BITNET.internal:1", "a.localhost"] {
+        for ok in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "localhost",
+            "BITNET.internal:1",
+            "a.localhost",
+        ] {
             assert!(g.host_allowed(Some(ok)), "{ok}");
         }
-        for bad in ["evil.com", "evil.com:8080", "127.0.0.1.evil.com", "localhost.evil.com:80", "[::2]:80"] {
+        for bad in [
+            "evil.com",
+            "evil.com:8080",
+            "127.0.0.1.evil.com",
+            "localhost.evil.com:80",
+            "[::2]:80",
+        ] {
             assert!(!g.host_allowed(Some(bad)), "{bad}");
         }
-        assert!(Guard::default().host_allowed(Some("evil.com")), "not loopback-bound: no Host check");
-        for ok in ["http://localhost:3000", "http://127.0.0.1", "https://[::1]:5173", "https://app.example.com"] {
+        assert!(
+            Guard::default().host_allowed(Some("evil.com")),
+            "not loopback-bound: no Host check"
+        );
+        for ok in [
+            "http://localhost:3000",
+            "http://127.0.0.1",
+            "https://[::1]:5173",
+            "https://app.example.com",
+        ] {
             assert!(g.origin_allowed(ok), "{ok}");
         }
-        for bad in ["https://evil.com", "null", "http://localhost.evil.com", "file://", "https://app.example.com.evil"] {
+        for bad in [
+            "https://evil.com",
+            "null",
+            "http://localhost.evil.com",
+            "file://",
+            "https://app.example.com.evil",
+        ] {
             assert!(!g.origin_allowed(bad), "{bad}");
         }
     }

@@ -16,11 +16,12 @@ pub mod embeddings;
 pub mod error;
 pub mod generation;
 pub mod guard;
+pub mod listener;
 pub mod metrics;
 pub mod request;
 mod routes;
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -53,6 +54,8 @@ pub struct ServerConfig {
     pub chat_template: Option<String>,
     /// Which browsers and hosts may call the server (see [`guard`]).
     pub guard: guard::Guard,
+    /// Header and body read timeouts and the connection cap (see [`listener`]).
+    pub limits: listener::ConnLimits,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             chat_template: None,
             guard: guard::Guard::default(),
+            limits: listener::ConnLimits::default(),
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct AppState {
     /// Set once the model has loaded (until then generation routes and `/health` answer 503).
     pub loaded: OnceLock<Arc<Loaded>>,
     pub metrics: metrics::Metrics,
+    /// Open, evicted and refused connections.
+    pub conns: Arc<listener::ConnStats>,
 }
 
 /// Loads the model and tokenizer (runs on a blocking thread while the server already answers).
@@ -162,6 +168,7 @@ pub async fn serve(
         cfg,
         loaded: OnceLock::new(),
         metrics: metrics::Metrics::default(),
+        conns: Arc::new(listener::ConnStats::default()),
     });
     let (fail_tx, mut fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let st = Arc::clone(&state);
@@ -181,10 +188,10 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut load_error = None;
     let mut load_done = false;
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = listener::serve_connections(listener, app, state.cfg.limits, Arc::clone(&state.conns), async move {
         let _ = stop_rx.await;
     });
-    let mut server = std::pin::pin!(server.into_future());
+    let mut server = std::pin::pin!(server);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stop_tx = Some(stop_tx);
     loop {

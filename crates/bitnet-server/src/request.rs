@@ -16,8 +16,13 @@ use crate::error::ApiError;
 const MAX_STOP_BYTES: usize = 256;
 const MAX_STOPS: usize = 16;
 
-/// Reads the body (at most `limit` bytes) as a JSON object.
-pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<serde_json::Value, ApiError> {
+/// Reads the body (at most `limit` bytes, within `timeout`) as a JSON object.
+pub async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<serde_json::Value, ApiError> {
     let too_big = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -35,7 +40,17 @@ pub async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<
             return Err(too_big());
         }
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_big())?;
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!("the request body did not arrive within {} s", timeout.as_secs_f64()),
+            )
+            .code("request_timeout")
+        })?
+        .map_err(|_| too_big())?;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")).code("invalid_json"))?;
     if !value.is_object() {

@@ -42,7 +42,7 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Response {
 
 pub async fn tokenize(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
-        let v = read_json(&headers, body, st.cfg.max_body_bytes).await?;
+        let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: TokenizeRequest = typed(&v)?;
         let eng = st.loaded.get().ok_or_else(ApiError::loading)?;
         let add_bos = req.add_special && eng.tok.bos_id().is_some();
@@ -58,7 +58,7 @@ pub async fn tokenize(State(st): State<Arc<AppState>>, headers: HeaderMap, body:
 
 pub async fn detokenize(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
-        let v = read_json(&headers, body, st.cfg.max_body_bytes).await?;
+        let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: DetokenizeRequest = typed(&v)?;
         let eng = st.loaded.get().ok_or_else(ApiError::loading)?;
         let content = eng
@@ -74,7 +74,32 @@ pub async fn detokenize(State(st): State<Arc<AppState>>, headers: HeaderMap, bod
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let loaded = st.loaded.get();
     let sched = loaded.map(|l| (l.scheduler.stats(), l.scheduler.config().slots));
-    let text = st.metrics.render(sched, loaded.is_some());
+    let mut text = st.metrics.render(sched, loaded.is_some());
+    let c = &st.conns;
+    for (name, help, kind, v) in [
+        ("bitnet_connections_open", "Open client connections.", "gauge", &c.open),
+        (
+            "bitnet_connections_accepted_total",
+            "Connections accepted.",
+            "counter",
+            &c.accepted_total,
+        ),
+        (
+            "bitnet_connections_evicted_total",
+            "Connections closed at the cap before sending a request.",
+            "counter",
+            &c.evicted_total,
+        ),
+        (
+            "bitnet_connections_refused_total",
+            "Connections refused at the cap (all busy).",
+            "counter",
+            &c.refused_total,
+        ),
+    ] {
+        let v = v.load(std::sync::atomic::Ordering::Relaxed);
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

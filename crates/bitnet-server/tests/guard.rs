@@ -93,14 +93,22 @@ async fn browsers_are_held_to_same_origin_and_json() {
     let (st, _, _) = call(&addr, "POST", "/v1/completions", &[JSON], BODY).await;
     assert_eq!(st, 200);
     // A "simple" cross-origin POST (text/plain, or no type at all) is refused before it runs.
-    for ct in [Some("text/plain;charset=UTF-8"), Some("application/x-www-form-urlencoded"), None] {
+    for ct in [
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let h: Vec<(&str, &str)> = ct.map(|c| ("Content-Type", c)).into_iter().collect();
         let (st, _, body) = call(&addr, "POST", "/v1/completions", &h, BODY).await;
         assert_eq!(st, 415, "{ct:?}: {body}");
         assert!(body.contains("application/json"), "{body}");
     }
     // Foreign origins: 403 on every route, preflights included, and no CORS headers.
-    for (m, p) in [("POST", "/v1/chat/completions"), ("GET", "/v1/models"), ("OPTIONS", "/v1/completions")] {
+    for (m, p) in [
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("OPTIONS", "/v1/completions"),
+    ] {
         let (st, head, _) = call(&addr, m, p, &[JSON, ("Origin", "https://evil.example")], BODY).await;
         assert_eq!(st, 403, "{m} {p}");
         assert!(!head.contains("access-control-allow-origin"), "{head}");
@@ -109,7 +117,10 @@ async fn browsers_are_held_to_same_origin_and_json() {
     let local = ("Origin", "http://localhost:5173");
     let (st, head, _) = call(&addr, "POST", "/v1/completions", &[JSON, local], BODY).await;
     assert_eq!(st, 200);
-    assert!(head.contains("access-control-allow-origin: http://localhost:5173"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: http://localhost:5173"),
+        "{head}"
+    );
     let (st, head, _) = call(&addr, "OPTIONS", "/v1/completions", &[local], "").await;
     assert_eq!(st, 204);
     assert!(head.contains("access-control-allow-methods"), "{head}");
@@ -133,9 +144,19 @@ async fn allowed_origins_and_hosts_extend_the_defaults() {
     .await;
     let (st, head, _) = call(&addr, "GET", "/v1/models", &[("Origin", "https://app.example.com")], "").await;
     assert_eq!(st, 200);
-    assert!(head.contains("access-control-allow-origin: https://app.example.com"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example.com"),
+        "{head}"
+    );
     let (st, _, _) = call(&addr, "GET", "/v1/models", &[("Host", "bitnet.lan:8080")], "").await;
     assert_eq!(st, 200);
-    let (st, _, _) = call(&addr, "GET", "/v1/models", &[("Origin", "https://other.example.com")], "").await;
+    let (st, _, _) = call(
+        &addr,
+        "GET",
+        "/v1/models",
+        &[("Origin", "https://other.example.com")],
+        "",
+    )
+    .await;
     assert_eq!(st, 403);
 }

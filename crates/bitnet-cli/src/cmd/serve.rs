@@ -46,9 +46,27 @@ pub struct Args {
     /// any): the DNS-rebinding defence.
     #[arg(long = "allowed-hosts", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
+    /// Seconds a client has to send each request's headers (also how long an idle keep-alive connection
+    /// stays open).
+    #[arg(long = "header-timeout", default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Seconds a client has to send a request body.
+    #[arg(long = "body-timeout", default_value_t = 60.0)]
+    pub body_timeout: f64,
+    /// Most open connections (default: the open-file limit minus 128, at most 8192). At the cap the
+    /// oldest connection that has not sent a request is closed to make room.
+    #[arg(long = "max-connections")]
+    pub max_connections: Option<usize>,
     /// Largest accepted request body, in bytes.
     #[arg(long = "max-body-bytes", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
+}
+
+fn seconds(flag: &str, v: f64) -> Result<std::time::Duration> {
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        bail!("{flag} must be a number of seconds in (0, 86400], got {v}");
+    }
+    Ok(std::time::Duration::from_secs_f64(v))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -88,6 +106,14 @@ pub fn run(a: Args) -> Result<()> {
             allowed_origins: a.allowed_origins.clone(),
             allowed_hosts: a.allowed_hosts.clone(),
             loopback: true,
+        },
+        limits: bitnet_server::listener::ConnLimits {
+            header_timeout: seconds("--header-timeout", a.header_timeout)?,
+            body_timeout: seconds("--body-timeout", a.body_timeout)?,
+            max_connections: a
+                .max_connections
+                .unwrap_or_else(bitnet_server::listener::default_max_connections)
+                .max(1),
         },
     };
     let model = a.model.clone();
