@@ -40,8 +40,81 @@ pub fn chat_prompt(
     let text = template
         .render_for(tok, messages, true)
         .map_err(|e| PromptError::Template(e.to_string()))?;
-    tok.encode(&text, false)
+    // Only the template's own text may produce control tokens: a user who writes `<|eot_id|>` in a
+    // message must not end their turn and forge the next one (OpenAI's API treats it as text too).
+    let spans = content_spans(template, tok, messages, &text)?;
+    tok.encode_with_plain_spans(&text, &spans, false)
         .map_err(|e| PromptError::Tokenize(e.to_string()))
+}
+
+/// Where each message's content lies in the rendered prompt `text`, found by rendering the template
+/// again with a unique marker in place of each content: the marker render gives the template's own
+/// pieces, and walking the real render piece by piece places each content (as written, or trimmed, as
+/// templates often do) between them. When the walk fails (a template that transforms content) and a
+/// message spells a special token, the prompt is refused rather than guessed.
+fn content_spans(
+    template: &ChatTemplate,
+    tok: &Tokenizer,
+    messages: &[ChatMessage],
+    text: &str,
+) -> Result<Vec<std::ops::Range<usize>>, PromptError> {
+    let forged: Vec<usize> = (0..messages.len())
+        .filter(|&i| tok.has_special_text(&messages[i].content))
+        .collect();
+    if forged.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marker = |i: usize| format!("\u{E000}bitnet-message-{i}\u{E001}");
+    let marked: Vec<ChatMessage> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ChatMessage::new(m.role.clone(), marker(i)))
+        .collect();
+    let refuse = || {
+        PromptError::Template(format!(
+            "message {} spells a special token, and the chat template transforms message content, so it \
+             cannot be kept as plain text; remove the special-token text from the message",
+            forged[0]
+        ))
+    };
+    let Ok(skeleton) = template.render_for(tok, &marked, true) else {
+        return Err(refuse());
+    };
+    // Split the skeleton into template pieces and the message each marker stands for.
+    let mut parts: Vec<(String, Option<usize>)> = Vec::new();
+    let mut rest = skeleton.as_str();
+    while let Some(a) = rest.find("\u{E000}bitnet-message-") {
+        let after = &rest[a + "\u{E000}bitnet-message-".len()..];
+        let Some(b) = after.find('\u{E001}') else { break };
+        let Ok(i) = after[..b].parse::<usize>() else { break };
+        parts.push((rest[..a].to_string(), Some(i)));
+        rest = &after[b + '\u{E001}'.len_utf8()..];
+    }
+    parts.push((rest.to_string(), None));
+    let mut spans = Vec::new();
+    let mut at = 0usize;
+    for (k, (piece, msg)) in parts.iter().enumerate() {
+        if !text[at..].starts_with(piece.as_str()) {
+            return Err(refuse());
+        }
+        at += piece.len();
+        let Some(i) = *msg else { continue };
+        let next = parts.get(k + 1).map_or("", |p| p.0.as_str());
+        let c = messages[i].content.as_str();
+        let candidates = [c, c.trim(), c.trim_start(), c.trim_end()];
+        let Some(found) = candidates
+            .iter()
+            .find(|cand| text[at..].starts_with(**cand) && text[at + cand.len()..].starts_with(next))
+        else {
+            return Err(refuse());
+        };
+        spans.push(at..at + found.len());
+        at += found.len();
+    }
+    if at != text.len() {
+        return Err(refuse());
+    }
+    Ok(spans)
 }
 
 /// The ids of a plain prompt: BOS when the model wants one, as `bitnet generate` does.

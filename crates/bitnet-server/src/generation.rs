@@ -179,8 +179,8 @@ pub async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, bo
                 }
                 ids
             }
-            PromptField::Text(t) => encode(&eng, &t)?,
-            PromptField::Texts(ts) if ts.len() == 1 => encode(&eng, &ts[0])?,
+            PromptField::Text(t) => encode(&eng, &t, req.parse_special)?,
+            PromptField::Texts(ts) if ts.len() == 1 => encode(&eng, &ts[0], req.parse_special)?,
             PromptField::Texts(_) => {
                 return Err(ApiError::invalid("only one prompt per request is supported").param("prompt"))
             }
@@ -198,8 +198,17 @@ pub async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, bo
 }
 
 /// A plain prompt is encoded like `bitnet generate` does (BOS when the model wants one).
-fn encode(eng: &Loaded, text: &str) -> Result<Vec<u32>, ApiError> {
-    text_prompt(&eng.tok, text).map_err(|e| ApiError::invalid(e.to_string()).param("prompt"))
+/// A raw prompt's ids. Special-token text becomes control tokens (people template by hand here) unless
+/// the request says `"parse_special": false`.
+fn encode(eng: &Loaded, text: &str, parse_special: bool) -> Result<Vec<u32>, ApiError> {
+    let r = if parse_special {
+        text_prompt(&eng.tok, text).map_err(|e| e.to_string())
+    } else {
+        eng.tok
+            .encode_plain(text, eng.tok.add_bos_default())
+            .map_err(|e| e.to_string())
+    };
+    r.map_err(|e| ApiError::invalid(e).param("prompt"))
 }
 
 /// Queues the job and answers (streaming or not).

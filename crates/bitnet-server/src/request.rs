@@ -148,6 +148,15 @@ pub enum PromptField {
 #[derive(Deserialize, Debug, Clone)]
 pub struct CompletionRequest {
     pub prompt: PromptField,
+    /// Whether special-token text in a text prompt (`<|eot_id|>`) becomes the control token (default
+    /// true, like llama.cpp's server: raw prompts are often templated by hand). Chat requests never
+    /// parse special tokens in message content.
+    #[serde(default = "yes")]
+    pub parse_special: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize, Debug, Clone)]

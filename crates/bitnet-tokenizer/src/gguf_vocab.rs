@@ -177,6 +177,7 @@ pub(crate) fn build(mut v: GgufVocab) -> Result<Tokenizer, TokenizerError> {
         missing_bytes,
         strip_leading_space: false,
         notes,
+        plain: Default::default(),
     })
 }
 
@@ -230,6 +231,7 @@ fn build_spm(v: GgufVocab, types: Vec<i32>, notes: Vec<String>) -> Result<Tokeni
         missing_bytes,
         strip_leading_space: add_space_prefix,
         notes,
+        plain: Default::default(),
     })
 }
 

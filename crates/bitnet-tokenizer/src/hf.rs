@@ -170,6 +170,7 @@ pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         missing_bytes: Vec::new(),
         strip_leading_space,
         notes: Vec::new(),
+        plain: Default::default(),
     })
 }
 

@@ -100,6 +100,9 @@ pub struct Tokenizer {
     strip_leading_space: bool,
     /// What was noticed or repaired while loading (for `bitnet inspect`).
     notes: Vec<String>,
+    /// The same encoder without the special added tokens (built on first use): text that spells a
+    /// special token is encoded as plain text.
+    plain: Arc<std::sync::OnceLock<Result<tokenizers::Tokenizer, String>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -157,6 +160,96 @@ impl Tokenizer {
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         ids.extend(bos);
         ids.extend_from_slice(encoding.get_ids());
+        Ok(ids)
+    }
+
+    /// The encoder without special tokens (see [`Tokenizer::encode_with_plain_spans`]).
+    fn plain(&self) -> Result<&tokenizers::Tokenizer, TokenizerError> {
+        self.plain
+            .get_or_init(|| {
+                let json = self.inner.to_string(false).map_err(|e| e.to_string())?;
+                let mut v: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+                if let Some(list) = v.get_mut("added_tokens").and_then(|a| a.as_array_mut()) {
+                    list.retain(|t| t.get("special").and_then(|s| s.as_bool()) != Some(true));
+                }
+                let text = serde_json::to_string(&v).map_err(|e| e.to_string())?;
+                text.parse::<tokenizers::Tokenizer>().map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| TokenizerError::Encode(format!("building the plain-text encoder: {e}")))
+    }
+
+    /// Whether `text` spells a special (control) token, such as `<|eot_id|>`.
+    pub fn has_special_text(&self, text: &str) -> bool {
+        let specials = self.inner.get_added_tokens_decoder();
+        self.inner
+            .encode_fast(text, false)
+            .is_ok_and(|e| e.get_ids().iter().any(|id| specials.get(id).is_some_and(|t| t.special)))
+    }
+
+    /// Encodes `text` with no special-token parsing at all: `<|eot_id|>` is eleven characters of
+    /// text, as OpenAI's API treats user text. BOS as in [`encode`](Self::encode).
+    pub fn encode_plain(&self, text: &str, add_bos: bool) -> Result<Vec<u32>, TokenizerError> {
+        let all = std::ops::Range {
+            start: 0,
+            end: text.len(),
+        };
+        self.encode_with_plain_spans(text, std::slice::from_ref(&all), add_bos)
+    }
+
+    /// Encodes `text` like [`encode`](Self::encode), except that special-token text inside the byte
+    /// ranges `plain` (e.g. the messages' contents in a rendered chat prompt) is not turned into
+    /// special tokens: only the text outside them (the chat template's own) may produce control tokens.
+    /// When `plain` holds no special-token text the ids equal [`encode`](Self::encode)'s.
+    pub fn encode_with_plain_spans(
+        &self,
+        text: &str,
+        plain: &[std::ops::Range<usize>],
+        add_bos: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = self.encode(text, add_bos)?;
+        let first = usize::from(add_bos);
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let specials = self.inner.get_added_tokens_decoder();
+        let is_special = |id: u32| specials.get(&id).is_some_and(|t| t.special);
+        let inside = |(a, b): (usize, usize)| plain.iter().any(|r| a < r.end && b > r.start);
+        // The special tokens the template wrote (outside every plain span), by byte range.
+        let mut genuine = Vec::new();
+        let mut forged = false;
+        for (&id, &off) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            if is_special(id) {
+                if inside(off) {
+                    forged = true;
+                } else {
+                    genuine.push((id, off));
+                }
+            }
+        }
+        if !forged {
+            return Ok(ids);
+        }
+        // Text between the genuine special tokens is encoded without special tokens.
+        let plain_enc = self.plain()?;
+        ids.truncate(first);
+        let mut at = 0;
+        let push_text = |seg: &str, ids: &mut Vec<u32>| -> Result<(), TokenizerError> {
+            if !seg.is_empty() {
+                let e = plain_enc
+                    .encode_fast(seg, false)
+                    .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+                ids.extend_from_slice(e.get_ids());
+            }
+            Ok(())
+        };
+        for (id, (a, b)) in genuine {
+            push_text(text.get(at..a).unwrap_or(""), &mut ids)?;
+            ids.push(id);
+            at = b;
+        }
+        push_text(text.get(at..).unwrap_or(""), &mut ids)?;
         Ok(ids)
     }
 
