@@ -57,6 +57,13 @@ impl BaseHeader {
     }
 
     pub fn read(r: &mut dyn Read, label: &str) -> Result<Self> {
+        Self::read_sized(r, label, None)
+    }
+
+    /// [`read`](Self::read) of a file of `file_len` bytes: the sizes the header claims are checked
+    /// against the length before anything is allocated for them, so a corrupt or hostile header
+    /// cannot make the reader allocate gigabytes.
+    pub fn read_sized(r: &mut dyn Read, label: &str, file_len: Option<u64>) -> Result<Self> {
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic)
             .with_context(|| format!("{label}: too short for a KL base file"))?;
@@ -76,6 +83,16 @@ impl BaseHeader {
         let (n_ctx, n_vocab, n_chunks, n_tokens) = (u()?, u()?, u()?, u()?);
         if n_ctx < 4 || n_vocab == 0 || n_chunks == 0 || n_tokens < n_chunks * n_ctx || n_tokens > 1 << 30 {
             bail!("{label}: implausible header (n_ctx {n_ctx}, vocab {n_vocab}, chunks {n_chunks}, tokens {n_tokens})");
+        }
+        if let Some(len) = file_len {
+            let need =
+                28 + 4 * n_tokens as u64 + 4 * (n_chunks as u64) * (scored_per_chunk(n_ctx) as u64) * (n_vocab as u64);
+            if need > len {
+                bail!(
+                    "{label}: the header (n_ctx {n_ctx}, vocab {n_vocab}, chunks {n_chunks}, tokens {n_tokens}) \
+                     describes {need} bytes but the file has {len}: truncated or not a KL base file"
+                );
+            }
         }
         let mut raw = vec![0u8; n_tokens * 4];
         r.read_exact(&mut raw)
@@ -220,8 +237,12 @@ impl KlStats {
 /// Opens a base file for reading.
 pub fn open_base(path: &Path) -> Result<(BaseHeader, std::io::BufReader<std::fs::File>)> {
     let f = std::fs::File::open(path).with_context(|| format!("opening KL base file {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading the size of {}", path.display()))?
+        .len();
     let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-    let h = BaseHeader::read(&mut r, &path.display().to_string())?;
+    let h = BaseHeader::read_sized(&mut r, &path.display().to_string(), Some(len))?;
     Ok((h, r))
 }
 
@@ -261,6 +282,17 @@ mod tests {
         h.write(&mut b).unwrap();
         assert_eq!(BaseHeader::read(&mut b.as_slice(), "x").unwrap(), h);
         let e = BaseHeader::read(&mut &b[..20], "f.bin").unwrap_err().to_string();
+        // A header that claims far more than the file holds is refused before any allocation.
+        let mut huge = b.clone();
+        huge[24..28].copy_from_slice(&(1u32 << 29).to_le_bytes());
+        huge[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e2 = BaseHeader::read_sized(&mut huge.as_slice(), "h.bin", Some(huge.len() as u64))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e2.contains("describes") && e2.contains(&format!("file has {}", huge.len())),
+            "{e2}"
+        );
         assert!(e.contains("f.bin"), "{e}");
         let e = BaseHeader::read(&mut &b"NOTMAGIC...................."[..], "f.bin")
             .unwrap_err()

@@ -1,7 +1,6 @@
 //! NumPy `.npy` files (version 1.0, little-endian float32, C order): how logits are exchanged with the
 //! Python reference.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -37,10 +36,11 @@ pub fn encode_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
 /// Writes a float32 `.npy` file.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let bytes = encode_f32(shape, data)?;
-    let mut f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(&bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    // Atomic (temporary file, fsync, rename): a crash never leaves a half-written array.
+    crate::safe_write::write_atomically(path, |w| {
+        w.write_all(&bytes)
+            .with_context(|| format!("writing {}", path.display()))
+    })
 }
 
 /// Reads a little-endian float32 or float64 `.npy` file (C order) as f32.

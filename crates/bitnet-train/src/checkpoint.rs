@@ -15,6 +15,15 @@ use serde::{Deserialize, Serialize};
 use crate::model::{param_shapes, ModelDims, NamedTensor};
 use crate::optim::{AdamW, AdamWConfig, Moments};
 
+/// The files a checkpoint save writes (others in the folder, such as the tokenizer, are carried over).
+pub const FILES: [&str; 5] = [
+    "model.safetensors",
+    "config.json",
+    "generation_config.json",
+    "optimizer.safetensors",
+    "trainer_state.json",
+];
+
 /// The HF `config.json` of a model of shape `d`.
 pub fn hf_config(d: &ModelDims, bos: u32, eos: u32) -> serde_json::Value {
     serde_json::json!({

@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod corpus;
 pub mod data;
+pub mod durable;
 pub mod export;
 pub mod model;
 pub mod optim;

@@ -52,8 +52,13 @@ pub fn train_bpe(texts: &[String], vocab_size: usize, dir: &Path) -> Result<()> 
         .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("tokenizer.json");
-    tok.save(&path, false)
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    let json = tok
+        .to_string(false)
+        .map_err(|e| anyhow!("serializing the tokenizer: {e}"))?;
+    bitnet_tools::safe_write::write_atomically(&path, |w| {
+        w.write_all(json.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+    })?;
     write_tokenizer_config(dir)
 }
 
@@ -75,7 +80,11 @@ pub fn write_tokenizer_config(dir: &Path) -> Result<()> {
         "chat_template": TRAINED_CHAT_TEMPLATE,
     });
     let p = dir.join("tokenizer_config.json");
-    std::fs::write(&p, serde_json::to_string_pretty(&cfg)?).with_context(|| format!("writing {}", p.display()))
+    let text = serde_json::to_string_pretty(&cfg)?;
+    bitnet_tools::safe_write::write_atomically(&p, |w| {
+        w.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))
+    })
 }
 
 /// The byte-level vocabulary and merges of a `tokenizer.json` (for GGUF export): tokens in id order,

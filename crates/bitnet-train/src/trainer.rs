@@ -159,6 +159,16 @@ impl Trainer {
 
     /// Continues the run saved in `dir` (weights, optimizer, step, RNG, options, history).
     pub fn resume(dir: &Path) -> Result<Self> {
+        if let Some(note) = crate::durable::recover(dir)? {
+            eprintln!("note: {}: {note}", dir.display());
+        }
+        if crate::durable::verify(dir)?.is_none() {
+            eprintln!(
+                "note: {} has no {} (written by an older version): its files are not verified",
+                dir.display(),
+                crate::durable::MANIFEST
+            );
+        }
         let sp = dir.join("trainer_state.json");
         let text = std::fs::read_to_string(&sp).with_context(|| format!("reading {}", sp.display()))?;
         let st: TrainerState = serde_json::from_str(&text).with_context(|| format!("parsing {}", sp.display()))?;
@@ -245,19 +255,33 @@ impl Trainer {
 
     /// Writes a full checkpoint into `dir`; `tokenizer_dir` holds the tokenizer files to copy (may be `dir`).
     pub fn save(&self, dir: &Path, tokenizer_dir: &Path, bos: u32, eos: u32) -> Result<()> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        self.save_with(dir, tokenizer_dir, bos, eos, None)
+    }
+
+    /// [`save`](Self::save), stopping at `crash_at` as a `kill -9` would (for the crash tests). The
+    /// checkpoint is replaced as a whole ([`crate::durable`]): the previous one stays resumable until
+    /// the new one is complete.
+    pub fn save_with(
+        &self,
+        dir: &Path,
+        tokenizer_dir: &Path,
+        bos: u32,
+        eos: u32,
+        crash_at: Option<crate::durable::Stage>,
+    ) -> Result<()> {
+        let staging = crate::durable::begin(dir, &checkpoint::FILES)?;
         let values = self.values();
-        checkpoint::save_weights(dir, &self.opts.dims, &values, bos, eos)?;
-        checkpoint::save_state(dir, &values, &self.opt, &self.state)?;
+        checkpoint::save_weights(&staging, &self.opts.dims, &values, bos, eos)?;
+        checkpoint::save_state(&staging, &values, &self.opt, &self.state)?;
         if tokenizer_dir != dir {
             for f in ["tokenizer.json", "tokenizer_config.json"] {
                 let src = tokenizer_dir.join(f);
                 if src.is_file() {
-                    std::fs::copy(&src, dir.join(f)).with_context(|| format!("copying {}", src.display()))?;
+                    std::fs::copy(&src, staging.join(f)).with_context(|| format!("copying {}", src.display()))?;
                 }
             }
         }
-        Ok(())
+        crate::durable::commit(dir, &staging, self.state.step, crash_at)
     }
 }
 

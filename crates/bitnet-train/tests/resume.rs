@@ -93,3 +93,53 @@ fn interrupted_and_resumed_run_follows_the_same_trajectory() -> Result<()> {
     let _ = std::fs::remove_dir_all(&d2);
     Ok(())
 }
+
+/// A save killed at any point (as `kill -9` would: no cleanup) leaves a checkpoint that resumes: the
+/// previous one, or the new one when it was complete. A damaged file is refused by the manifest.
+#[test]
+fn a_save_killed_at_any_point_leaves_a_resumable_checkpoint() -> Result<()> {
+    use bitnet_train::durable::{self, Stage};
+    let mut r = Rng(3);
+    let stream: Vec<u32> = (0..2000).map(|_| r.below(64) as u32).collect();
+    let val = data::val_windows(&stream[1500..], 16, 4);
+    for stage in [Stage::Staging, Stage::Staged, Stage::BetweenRenames, Stage::Swapped] {
+        let d = tmp(&format!("crash-{stage:?}"));
+        let mut t = Trainer::new(opts())?;
+        run_loop(&mut t, &stream[..1500], &val, &ctl(&d, Some(2)))?;
+        std::fs::write(d.join("notes.txt"), "kept across saves")?;
+        assert_eq!(Trainer::resume(&d)?.state.step, 2);
+        // One more step, then a save that dies at `stage`.
+        run_loop(&mut t, &stream[..1500], &val, &ctl(&d, Some(3)))?;
+        t.state.step = 4;
+        t.save_with(&d, &d, 0, 1, Some(stage))?;
+        let resumed = Trainer::resume(&d)?;
+        let step = resumed.state.step;
+        match stage {
+            // Before the swap began: the previous checkpoint (step 3) is still the one in place.
+            Stage::Staging | Stage::Staged => assert_eq!(step, 3, "{stage:?}"),
+            // Between the renames the staged checkpoint is complete and is put in place; after them
+            // it already is.
+            Stage::BetweenRenames | Stage::Swapped => assert_eq!(step, 4, "{stage:?}"),
+        }
+        assert!(durable::is_complete(&d), "{stage:?}");
+        assert_eq!(std::fs::read_to_string(d.join("notes.txt"))?, "kept across saves");
+        assert!(!durable::staging_dir(&d)?.exists(), "{stage:?}: staging left behind");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+    // Damage one file: resume refuses it, naming the file.
+    let d = tmp("damaged");
+    let mut t = Trainer::new(opts())?;
+    run_loop(&mut t, &stream[..1500], &val, &ctl(&d, Some(2)))?;
+    let p = d.join("optimizer.safetensors");
+    let mut bytes = std::fs::read(&p)?;
+    let n = bytes.len();
+    bytes[n - 1] ^= 0xFF;
+    std::fs::write(&p, bytes)?;
+    let e = format!("{:#}", Trainer::resume(&d).err().expect("damaged checkpoint refused"));
+    assert!(
+        e.contains("optimizer.safetensors") && e.contains("checkpoint.json"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&d);
+    Ok(())
+}

@@ -102,7 +102,10 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     if let Some(p) = &a.gen_corpus {
         let text = bitnet_train::corpus::generate(a.seed, a.gen_docs);
-        std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+        bitnet_tools::safe_write::write_atomically(p, |w| {
+            w.write_all(text.as_bytes())
+                .with_context(|| format!("writing {}", p.display()))
+        })?;
         eprintln!(
             "wrote {} documents ({} bytes) to {}",
             a.gen_docs,
