@@ -107,6 +107,8 @@ pub enum SubmitError {
     QueueFull { slots: usize, queue: usize },
     /// The scheduler is shutting down.
     ShuttingDown,
+    /// The decoding thread died after an internal error; nothing submitted would run.
+    Failed,
 }
 
 impl std::fmt::Display for SubmitError {
@@ -117,6 +119,7 @@ impl std::fmt::Display for SubmitError {
                 "the server is busy: all {slots} slots are generating and {queue} requests are already queued"
             ),
             SubmitError::ShuttingDown => write!(f, "the server is shutting down"),
+            SubmitError::Failed => write!(f, "the scheduler stopped after an internal error"),
         }
     }
 }
@@ -162,6 +165,9 @@ struct Queue {
 }
 
 struct Shared {
+    /// Set when the decoding thread died (a panic): the server reports unhealthy.
+    failed: std::sync::atomic::AtomicBool,
+    inject_panic: std::sync::atomic::AtomicBool,
     queue: Mutex<Queue>,
     wake: Condvar,
     stats: SchedulerStats,
@@ -192,6 +198,8 @@ impl Scheduler {
             prefill_chunk: cfg.prefill_chunk.max(1),
         };
         let shared = Arc::new(Shared {
+            failed: std::sync::atomic::AtomicBool::new(false),
+            inject_panic: std::sync::atomic::AtomicBool::new(false),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 closed: false,
@@ -204,7 +212,28 @@ impl Scheduler {
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("bitnet-scheduler".into())
-            .spawn(move || Worker::new(model, tok, s).run())
+            .spawn(move || {
+                let sh = Arc::clone(&s);
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Worker::new(model, tok, s).run()));
+                if r.is_err() {
+                    // The running sequences' channels closed when the worker unwound; refuse what is
+                    // queued and everything after, so that no request waits for a thread that is gone.
+                    sh.failed.store(true, Ordering::Release);
+                    let mut q = sh.lock();
+                    q.closed = true;
+                    for (job, _) in q.jobs.drain(..) {
+                        let msg = "the scheduler stopped after an internal error".to_string();
+                        match job {
+                            Queued::Generate(j) => {
+                                let _ = j.events.send(Event::Error(msg));
+                            }
+                            Queued::Embed(j) => {
+                                let _ = j.reply.send(Err(msg));
+                            }
+                        }
+                    }
+                }
+            })
             .ok();
         if thread.is_none() {
             shared.lock().closed = true;
@@ -213,6 +242,18 @@ impl Scheduler {
             shared,
             thread: Mutex::new(thread),
         }
+    }
+
+    /// False once the decoding thread has died: nothing submitted would ever run.
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.failed.load(Ordering::Acquire) && !self.shared.lock().closed
+    }
+
+    /// Makes the decoding thread panic at its next step (tests of the server's failure handling).
+    #[doc(hidden)]
+    pub fn inject_panic_for_tests(&self) {
+        self.shared.inject_panic.store(true, Ordering::Release);
+        self.shared.wake.notify_all();
     }
 
     pub fn config(&self) -> SchedulerConfig {
@@ -235,6 +276,9 @@ impl Scheduler {
 
     fn enqueue(&self, job: Queued) -> Result<(), SubmitError> {
         let mut q = self.shared.lock();
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Err(SubmitError::Failed);
+        }
         if q.closed {
             return Err(SubmitError::ShuttingDown);
         }
@@ -327,8 +371,17 @@ impl Worker {
         loop {
             let new_jobs = {
                 let mut q = self.shared.lock();
-                while self.n_active() == 0 && self.embed.is_none() && q.jobs.is_empty() && !q.closed {
+                while self.n_active() == 0
+                    && self.embed.is_none()
+                    && q.jobs.is_empty()
+                    && !q.closed
+                    && !self.shared.inject_panic.load(Ordering::Acquire)
+                {
                     q = self.shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                if self.shared.inject_panic.swap(false, Ordering::AcqRel) {
+                    drop(q);
+                    panic!("injected scheduler panic (test)");
                 }
                 if q.closed && q.jobs.is_empty() && self.n_active() == 0 && self.embed.is_none() {
                     break;
@@ -398,6 +451,14 @@ impl Worker {
             return;
         }
         let ctx = self.shared.cfg.ctx;
+        let vocab = self.model.cfg.vocab_size;
+        if let Some(&bad) = job.prompt.iter().find(|&&t| t as usize >= vocab) {
+            self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
+            let _ = job.events.send(Event::Error(format!(
+                "token id {bad} is out of range (vocabulary size {vocab})"
+            )));
+            return;
+        }
         if job.prompt.is_empty() || job.prompt.len() >= ctx {
             self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
             let _ = job.events.send(Event::Error(format!(
@@ -496,22 +557,23 @@ impl Worker {
                 .fetch_add(decoding as u64, Ordering::Relaxed);
             st.record_step(decoding, secs);
         }
-        let logits = match logits {
-            Ok(l) => l,
+        // One bad sequence fails only itself: when the batch fails, each sequence is run alone and only
+        // those that fail on their own get the error.
+        let rows: Vec<Option<Vec<f32>>> = match logits {
+            Ok(l) => {
+                let vocab = l.len() / spans.len().max(1);
+                l.chunks_exact(vocab.max(1)).map(|r| Some(r.to_vec())).collect()
+            }
+            Err(_) if spans.len() > 1 => self.isolate(&spans, &tokens),
             Err(e) => {
-                let msg = format!("{e:#}");
-                for &(slot, _) in &spans {
-                    if let Some(a) = self.active[slot].take() {
-                        self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
-                        let _ = a.job.events.send(Event::Error(msg.clone()));
-                    }
-                }
-                return;
+                self.fail(spans[0].0, format!("{e:#}"));
+                vec![None]
             }
         };
-        let vocab = logits.len() / spans.len();
         for (row, &(slot, len)) in spans.iter().enumerate() {
-            let row_logits = &logits[row * vocab..(row + 1) * vocab];
+            let Some(row_logits) = rows.get(row).and_then(|r| r.as_deref()) else {
+                continue;
+            };
             let context_left = self.states[slot].as_ref().is_some_and(|s| s.pos < s.cache.capacity());
             let Some(a) = self.active[slot].as_mut() else { continue };
             let step = if a.prefilling() {
@@ -611,6 +673,40 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Ends the sequence in `slot` with an error sent to its client.
+    fn fail(&mut self, slot: usize, msg: String) {
+        if let Some(a) = self.active[slot].take() {
+            self.stats().errors_total.fetch_add(1, Ordering::Relaxed);
+            let _ = a.job.events.send(Event::Error(msg));
+        }
+    }
+
+    /// Runs each span of a failed batch on its own: the logits of those that succeed, and an error for
+    /// the others (their sequences end).
+    fn isolate(&mut self, spans: &[(usize, usize)], tokens: &[u32]) -> Vec<Option<Vec<f32>>> {
+        let mut out = Vec::with_capacity(spans.len());
+        let mut t0 = 0;
+        for &(slot, len) in spans {
+            let toks = &tokens[t0..t0 + len];
+            t0 += len;
+            let r = match self.states[slot].as_mut() {
+                Some(st) => self
+                    .model
+                    .forward_spans(toks, &mut [st], &[len], &mut self.ws)
+                    .map(|l| l.to_vec()),
+                None => Err(anyhow::anyhow!("internal error: an active slot has no state")),
+            };
+            match r {
+                Ok(l) => out.push(Some(l)),
+                Err(e) => {
+                    self.fail(slot, format!("{e:#}"));
+                    out.push(None);
+                }
+            }
+        }
+        out
     }
 
     /// Sends a step's text and either schedules its token or ends the sequence.

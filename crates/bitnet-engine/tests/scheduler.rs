@@ -218,3 +218,74 @@ fn stop_strings_and_invalid_prompts() {
         .unwrap();
     assert!(matches!(rx.blocking_recv(), Some(Event::Error(_))));
 }
+
+/// One bad request fails alone: a prompt with an out-of-range token id gets its error while the
+/// requests batched with it finish exactly as they would alone; a dead decoding thread refuses new work
+/// at once instead of queueing it forever.
+#[test]
+fn a_bad_request_fails_alone_and_a_dead_scheduler_refuses_work() {
+    let (model, tok) = fixture();
+    let ctx = 128;
+    let prompts = ["Once upon a time", "The café in Zürich"];
+    let want: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            let ids = tok.encode(p, true).unwrap();
+            let mut st = InferenceState::new(&model, ctx);
+            let mut text = String::new();
+            generate(&model, &tok, &mut st, &ids, &greedy(12, true), |_, t| {
+                text.push_str(t);
+                true
+            })
+            .unwrap();
+            text
+        })
+        .collect();
+    let vocab = model.cfg.vocab_size as u32;
+    let (model, tok) = (Arc::new(model), Arc::new(tok));
+    let sched = Scheduler::start(
+        Arc::clone(&model),
+        Arc::clone(&tok),
+        SchedulerConfig {
+            slots: 3,
+            queue: 8,
+            ctx,
+            prefill_chunk: 4,
+        },
+    );
+    let submit = |ids: Vec<u32>| {
+        let (tx, rx) = unbounded_channel();
+        sched
+            .submit(Job {
+                prompt: ids,
+                opts: greedy(12, true),
+                events: tx,
+            })
+            .unwrap();
+        rx
+    };
+    let good0 = submit(tok.encode(prompts[0], true).unwrap());
+    let mut bad = submit(vec![1, 2, vocab + 7, 3]);
+    let good1 = submit(tok.encode(prompts[1], true).unwrap());
+    match bad.blocking_recv() {
+        Some(Event::Error(e)) => assert!(e.contains(&format!("token id {}", vocab + 7)), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(collect(good0).0, want[0]);
+    assert_eq!(collect(good1).0, want[1]);
+
+    assert!(sched.is_healthy());
+    sched.inject_panic_for_tests();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sched.is_healthy() {
+        assert!(Instant::now() < deadline, "the scheduler did not report its failure");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (tx, _rx) = unbounded_channel();
+    let r = sched.submit(Job {
+        prompt: vec![1],
+        opts: greedy(1, true),
+        events: tx,
+    });
+    assert_eq!(r.err(), Some(SubmitError::Failed));
+}

@@ -85,6 +85,21 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<(BitNetModel, Tokenizer)>
     }
 }
 
+/// A tokenizer whose ids run past the embedding table would make the forward pass index out of it:
+/// refused when the model loads, naming both sizes.
+pub fn check_vocab(model: &BitNetModel, tok: &Tokenizer) -> Result<()> {
+    let (t, m) = (tok.vocab_size(), model.cfg.vocab_size);
+    if t > m || model.embed.rows() < m || model.head.rows() < m {
+        bail!(
+            "the tokenizer has {t} token ids but the model's embedding table has {} rows and its head {} \
+             (vocabulary size {m}): they do not belong together",
+            model.embed.rows(),
+            model.head.rows()
+        );
+    }
+    Ok(())
+}
+
 /// Loads only the tokenizer of a model (no weights are read).
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     match detect(path)? {

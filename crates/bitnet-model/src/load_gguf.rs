@@ -28,6 +28,7 @@ pub fn from_gguf(gguf: &GgufFile, ffn_override: Option<FfnActivation>) -> Result
     let cfg = ModelConfig::from_gguf(gguf, ffn_override)?;
     let tokenizer = tokenizer_from_gguf(gguf).context("reading the tokenizer")?;
     let model = build(gguf, cfg)?;
+    crate::check_vocab(&model, &tokenizer)?;
     Ok((model, tokenizer))
 }
 

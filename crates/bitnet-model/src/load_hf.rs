@@ -199,6 +199,7 @@ pub fn load(dir: &Path, ffn_override: Option<FfnActivation>) -> Result<(BitNetMo
             .unwrap_or(true),
     )
     .with_context(|| format!("loading weights of {}", dir.display()))?;
+    crate::check_vocab(&model, &tokenizer).with_context(|| format!("loading {}", dir.display()))?;
     Ok((model, tokenizer))
 }
 

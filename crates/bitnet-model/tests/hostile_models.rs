@@ -329,3 +329,30 @@ fn inspect_escapes_what_the_file_says() {
     );
     assert!(report.contains("\\u{1b}[2J\\u{7}clear\\rscreen"), "{report}");
 }
+
+#[test]
+fn a_tokenizer_larger_than_the_embedding_table_is_refused_at_load() {
+    let g = GgufFile::open(&fixture("gguf/bitnet-b158-i2_s.gguf")).expect("fixture");
+    let mut w = writer_from("gguf/bitnet-b158-i2_s.gguf", None, None);
+    let MetadataValue::Array(tokens) = g.get("tokenizer.ggml.tokens").expect("tokens").clone() else {
+        panic!("tokens");
+    };
+    let n = tokens.len();
+    let mut tokens = tokens;
+    tokens.extend((0..50).map(|i| MetadataValue::String(format!("<extra_{i}>"))));
+    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(tokens))
+        .unwrap();
+    for key in ["tokenizer.ggml.token_type", "tokenizer.ggml.scores"] {
+        if let Some(MetadataValue::Array(v)) = g.get(key) {
+            let mut v = v.clone();
+            let fill = v[0].clone();
+            v.extend(std::iter::repeat_n(fill, 50));
+            w.set_metadata(key, MetadataValue::Array(v)).unwrap();
+        }
+    }
+    let e = err_of(&w);
+    assert!(
+        e.contains(&format!("{} token ids", n + 50)) && e.contains(&format!("{n} rows")),
+        "{e}"
+    );
+}

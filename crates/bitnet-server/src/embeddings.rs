@@ -173,7 +173,9 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, headers: HeaderMap, bod
                 SubmitError::QueueFull { .. } => {
                     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", e.to_string()).code("queue_full")
                 }
-                SubmitError::ShuttingDown => ApiError::loading(),
+                SubmitError::ShuttingDown | SubmitError::Failed => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", e.to_string()).code("unavailable")
+                }
             })?;
         let vectors = rx
             .await

@@ -151,7 +151,12 @@ pub async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMa
         for (i, m) in req.messages.iter().enumerate() {
             msgs.push(ChatMessage::new(m.role.clone(), m.text(i)?));
         }
-        let ids = chat_prompt(&eng.tok, &eng.template, &msgs)
+        // Rendering and tokenizing a large conversation is CPU work: off the async executor, so that
+        // /health and running streams stay responsive.
+        let e2 = Arc::clone(&eng);
+        let ids = tokio::task::spawn_blocking(move || chat_prompt(&e2.tok, &e2.template, &msgs))
+            .await
+            .map_err(|e| ApiError::internal(format!("rendering the prompt failed: {e}")))?
             .map_err(|e| ApiError::invalid(e.to_string()).param("messages"))?;
         Ok((eng, s, ids))
     }
@@ -179,7 +184,12 @@ pub async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, bo
                 }
                 ids
             }
-            PromptField::Text(t) => encode(&eng, &t, req.parse_special)?,
+            PromptField::Text(t) => {
+                let (e2, ps) = (Arc::clone(&eng), req.parse_special);
+                tokio::task::spawn_blocking(move || encode(&e2, &t, ps))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??
+            }
             PromptField::Texts(ts) if ts.len() == 1 => encode(&eng, &ts[0], req.parse_special)?,
             PromptField::Texts(_) => {
                 return Err(ApiError::invalid("only one prompt per request is supported").param("prompt"))
@@ -226,11 +236,12 @@ async fn start(st: Arc<AppState>, eng: Arc<Loaded>, s: SamplingFields, ids: Vec<
     if let Err(e) = eng.scheduler.submit(job) {
         let status = match e {
             SubmitError::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            SubmitError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            SubmitError::ShuttingDown | SubmitError::Failed => StatusCode::SERVICE_UNAVAILABLE,
         };
         let code = match e {
             SubmitError::QueueFull { .. } => "server_busy",
             SubmitError::ShuttingDown => "shutting_down",
+            SubmitError::Failed => "scheduler_failed",
         };
         return ApiError::new(status, "server_error", e.to_string())
             .code(code)

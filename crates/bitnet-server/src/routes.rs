@@ -17,8 +17,16 @@ use crate::request::{read_json, typed, DetokenizeRequest, TokenizeRequest};
 use crate::AppState;
 
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {
-    if st.loaded.get().is_some() {
-        Json(json!({"status": "ok"})).into_response()
+    if let Some(l) = st.loaded.get() {
+        if l.scheduler.is_healthy() {
+            Json(json!({"status": "ok"})).into_response()
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "error", "error": "the scheduler stopped after an internal error"})),
+            )
+                .into_response()
+        }
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
