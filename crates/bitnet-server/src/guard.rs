@@ -81,9 +81,21 @@ impl Guard {
 }
 
 fn forbidden(message: String, code: &'static str) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, "permission_error", message)
-        .code(code)
-        .into_response()
+    closing(
+        ApiError::new(StatusCode::FORBIDDEN, "permission_error", message)
+            .code(code)
+            .into_response(),
+    )
+}
+
+/// Marks a response sent before the request body was read (or after reading stopped early) with
+/// `Connection: close`: the unread body makes the connection unusable, and without the header a
+/// keep-alive client would send its next request on a connection the server is closing (measured by
+/// the soak test: ~1% of requests lost that way).
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
@@ -135,15 +147,21 @@ pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none")
             .to_string();
-        return ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "invalid_request_error",
-            format!("the body must be JSON: send 'Content-Type: application/json' (got '{ct}')"),
-        )
-        .code("unsupported_media_type")
-        .into_response();
+        return closing(
+            ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                format!("the body must be JSON: send 'Content-Type: application/json' (got '{ct}')"),
+            )
+            .code("unsupported_media_type")
+            .into_response(),
+        );
     }
     let mut r = next.run(req).await;
+    if matches!(r.status(), StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT) {
+        // The handler stopped reading the body.
+        r = closing(r);
+    }
     cors(r.headers_mut(), origin.as_deref(), false);
     r
 }

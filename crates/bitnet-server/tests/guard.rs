@@ -99,8 +99,10 @@ async fn browsers_are_held_to_same_origin_and_json() {
         None,
     ] {
         let h: Vec<(&str, &str)> = ct.map(|c| ("Content-Type", c)).into_iter().collect();
-        let (st, _, body) = call(&addr, "POST", "/v1/completions", &h, BODY).await;
+        let (st, head, body) = call(&addr, "POST", "/v1/completions", &h, BODY).await;
         assert_eq!(st, 415, "{ct:?}: {body}");
+        // The body was not read: the connection must not be reused by a keep-alive client.
+        assert!(head.contains("connection: close"), "{head}");
         assert!(body.contains("application/json"), "{body}");
     }
     // Foreign origins: 403 on every route, preflights included, and no CORS headers.

@@ -14,6 +14,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use minijinja::value::{Rest, Value};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +114,82 @@ fn raise_exception(msg: String) -> Result<String, JinjaError> {
     ))
 }
 
+/// Largest width, padding or indentation a template may ask a filter for.
+pub const MAX_WIDTH: u64 = 1024;
+
+fn too_wide(what: &str) -> JinjaError {
+    JinjaError::new(
+        ErrorKind::InvalidOperation,
+        format!("{what} is larger than the limit of {MAX_WIDTH} (a chat template should not need that)"),
+    )
+}
+
+/// A numeric filter argument (or keyword argument) used as a width.
+fn check_width_value(v: &Value) -> Result<(), JinjaError> {
+    if let Some(n) = v.as_i64() {
+        if n.unsigned_abs() > MAX_WIDTH {
+            return Err(too_wide(&format!("width {n}")));
+        }
+    } else if v.kind() == minijinja::value::ValueKind::Map {
+        // Keyword arguments (`indent=...`, `width=...`).
+        if let Ok(iter) = v.try_iter() {
+            for k in iter {
+                if let Ok(x) = v.get_item(&k) {
+                    check_width_value(&x)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The widths and precisions of printf-style (`%-999999999d`, `%.99999f`) and `str.format`
+/// (`{:>99999999}`) specs; plain text around them (dates, numbers) is not a width.
+fn check_format_widths(spec: &str) -> Result<(), JinjaError> {
+    let check_digits = |part: &str| -> Result<(), JinjaError> {
+        let mut run = 0u64;
+        for c in part.chars().chain(std::iter::once(' ')) {
+            match c.to_digit(10) {
+                Some(d) => run = run.saturating_mul(10).saturating_add(u64::from(d)),
+                None => {
+                    if run > MAX_WIDTH {
+                        return Err(too_wide(&format!("a format width of {run}")));
+                    }
+                    run = 0;
+                }
+            }
+        }
+        Ok(())
+    };
+    // printf: `%` flags width [.precision] [length] type.
+    let b = spec.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let start = i + 1;
+            let mut k = start;
+            while k < b.len() && (b[k].is_ascii_digit() || b"-+ #0.*(".contains(&b[k])) {
+                k += 1;
+            }
+            check_digits(&spec[start..k])?;
+            i = k.max(i + 1);
+        } else {
+            i += 1;
+        }
+    }
+    // str.format: the part after ':' inside `{...}`.
+    let mut rest = spec;
+    while let Some(a) = rest.find('{') {
+        let Some(len) = rest[a..].find('}') else { break };
+        let field = &rest[a + 1..a + len];
+        if let Some((_, fmt)) = field.split_once(':') {
+            check_digits(fmt)?;
+        }
+        rest = &rest[a + len..];
+    }
+    Ok(())
+}
+
 /// Whether a template is one known to be wrong for the model that carries it.
 pub fn is_known_bad(source: &str) -> Option<&'static str> {
     if source.contains("BITNETAssistant") {
@@ -130,8 +207,32 @@ impl ChatTemplate {
         env.set_fuel(Some(RenderLimits::default().fuel));
         env.set_recursion_limit(64);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(|state, value, method, args| {
+            if method == "format" {
+                check_format_widths(value.as_str().unwrap_or(""))?;
+            }
+            minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+        });
         env.add_function("raise_exception", raise_exception);
+        // Filters whose numeric arguments size their output: bounded, so that a few bytes of template
+        // cannot ask for gigabytes (`"%999999999d"|format(1)`, `x|indent(999999999)`,
+        // `x|tojson(indent=999999999)`).
+        for (name, f) in [
+            ("indent", Value::from_function(minijinja::filters::indent)),
+            ("tojson", Value::from_function(minijinja::filters::tojson)),
+        ] {
+            env.add_filter(name, move |state: &minijinja::State, args: Rest<Value>| {
+                for a in args.iter().skip(1) {
+                    check_width_value(a)?;
+                }
+                f.call(state, &args)
+            });
+        }
+        let format = Value::from_function(minijinja::filters::format);
+        env.add_filter("format", move |state: &minijinja::State, args: Rest<Value>| {
+            check_format_widths(args.first().and_then(|v| v.as_str()).unwrap_or(""))?;
+            format.call(state, &args)
+        });
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| ChatTemplateError::Invalid {
                 name: name.to_string(),
@@ -361,6 +462,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad role tool"), "{e}");
+    }
+
+    #[test]
+    fn widths_and_indents_are_bounded_and_normal_uses_still_render() {
+        let m = msgs(&[("user", "hi")]);
+        for src in [
+            "{{ '%100000000d'|format(1) }}",
+            "{{ '%-100000000s'|format('x') }}",
+            "{{ '%.100000000f'|format(1.5) }}",
+            "{{ '{:>100000000}'.format('x') }}",
+            "{{ messages[0].content|indent(100000000) }}",
+            "{{ messages[0].content|indent(width=100000000) }}",
+            "{{ messages|tojson(indent=100000000) }}",
+            "{{ messages|tojson(100000000) }}",
+        ] {
+            let t = ChatTemplate::new("t", src).unwrap();
+            let e = t.render(&m, false, "", "").unwrap_err().to_string();
+            assert!(e.contains("larger than the limit"), "{src}: {e}");
+        }
+        // What real templates do keeps working: small widths, dates and numbers in format strings.
+        let t = ChatTemplate::new(
+            "t",
+            "{{ '%5d|%-3s|%.2f'|format(42, 'a', 1.5) }} {{ 'Date: 26 Jul 2024 {}'.format(2024) }} \
+             {{ messages|tojson(indent=4)|length > 0 }} {{ 'a\nb'|indent(2) }}",
+        )
+        .unwrap();
+        let out = t.render(&m, false, "", "").unwrap();
+        assert!(out.starts_with("   42|a  |1.50 Date: 26 Jul 2024 2024 "), "{out}");
+        assert!(out.ends_with("a\n  b"), "{out}");
     }
 
     #[test]
