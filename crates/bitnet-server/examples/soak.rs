@@ -82,7 +82,8 @@ struct Tally {
     lost: Vec<String>,
     /// Answers whose text differs from the same request alone.
     corrupted: Vec<String>,
-    latency_ms: Vec<f64>,
+    /// Answer latency histogram in 1 ms buckets (fixed size: the soak's own memory must not grow).
+    latency_ms: Vec<u64>,
     errors_by_status: BTreeMap<u16, u64>,
 }
 
@@ -220,7 +221,10 @@ async fn main() -> Result<()> {
         tokio::time::sleep(warm_at).await;
         rss_kib()
     });
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let tally = Arc::new(Mutex::new(Tally {
+        latency_ms: vec![0; 60_000],
+        ..Tally::default()
+    }));
     let deadline = Instant::now() + Duration::from_secs_f64(a.minutes * 60.0);
     let mut tasks = Vec::new();
     for c in 0..a.clients {
@@ -293,7 +297,8 @@ async fn main() -> Result<()> {
                 let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
                 match got {
                     Ok(text) if Some(&text) == reference.get(&(chat, p)) => {
-                        t.latency_ms.push(ms);
+                        let b = (ms as usize).min(t.latency_ms.len() - 1);
+                        t.latency_ms[b] += 1;
                         *t.ok.entry(format!("{kind:?}")).or_default() += 1;
                     }
                     Ok(text) => t.corrupted.push(format!("{kind:?} {p:?}: {text:?}")),
@@ -311,13 +316,18 @@ async fn main() -> Result<()> {
     let _ = tx.send(());
     server.await??;
 
-    let mut t = tally.lock().unwrap_or_else(|e| e.into_inner());
-    t.latency_ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        t.latency_ms
-            .get(((t.latency_ms.len().max(1) - 1) as f64 * p) as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
+    let t = tally.lock().unwrap_or_else(|e| e.into_inner());
+    let n: u64 = t.latency_ms.iter().sum();
+    let pct = |p: f64| -> f64 {
+        let want = (n as f64 * p).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (ms, &c) in t.latency_ms.iter().enumerate() {
+            acc += c;
+            if acc >= want {
+                return ms as f64;
+            }
+        }
+        f64::NAN
     };
     let total: u64 = t.ok.values().sum();
     println!("| what | value |\n|---|---|");

@@ -16,6 +16,10 @@ use crate::error::ApiError;
 const MAX_STOP_BYTES: usize = 256;
 const MAX_STOPS: usize = 16;
 
+/// Bodies over the limit but below this are read and discarded before the 413, so that the client
+/// gets the answer instead of a reset connection; larger ones are refused at once.
+const DRAIN_MAX: u64 = 16 << 20;
+
 /// Reads the body (at most `limit` bytes, within `timeout`) as a JSON object.
 pub async fn read_json(
     headers: &HeaderMap,
@@ -31,26 +35,44 @@ pub async fn read_json(
         )
         .code("request_too_large")
     };
-    if let Some(n) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if n > limit as u64 {
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > DRAIN_MAX) {
+        // Absurd: refuse at once (the connection is closed; the client may see a reset).
+        return Err(too_big());
+    }
+    let timed_out = || {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("the request body did not arrive within {} s", timeout.as_secs_f64()),
+        )
+        .code("request_timeout")
+    };
+    // Read up to `limit`; past it keep reading and discarding (up to DRAIN_MAX) so that the client
+    // finishes its upload and receives the 413 instead of a connection reset.
+    let read = async {
+        let mut stream = body.into_data_stream();
+        let mut buf = Vec::new();
+        let mut total = 0u64;
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(|_| too_big())?;
+            total += chunk.len() as u64;
+            if total > DRAIN_MAX {
+                return Err(too_big());
+            }
+            if total <= limit as u64 {
+                buf.extend_from_slice(&chunk);
+            }
+        }
+        if total > limit as u64 {
             return Err(too_big());
         }
-    }
-    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                format!("the request body did not arrive within {} s", timeout.as_secs_f64()),
-            )
-            .code("request_timeout")
-        })?
-        .map_err(|_| too_big())?;
+        Ok(buf)
+    };
+    let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| timed_out())??;
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")).code("invalid_json"))?;
     if !value.is_object() {
