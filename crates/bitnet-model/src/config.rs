@@ -82,6 +82,9 @@ pub struct ModelConfig {
     pub ffn_act: FfnActivation,
     /// Why `ffn_act` is what it is, for `bitnet inspect`.
     pub ffn_act_reason: String,
+    /// The file does not state its activation and `ffn_act` is llama.cpp's default (a `bitnet` GGUF
+    /// without `bitnet.hidden_activation`: 1bitLLM and 2B-4T files look alike), not `--ffn-act`.
+    pub ffn_act_guessed: bool,
     /// The model family: which norms its blocks have and how its files name tensors.
     pub family: Family,
     /// Why `family` is what it is, for `bitnet inspect`.
@@ -99,17 +102,7 @@ fn opt_u64(gguf: &GgufFile, key: &str) -> Result<Option<u64>> {
     })
 }
 
-/// Marks an activation the file did not state (see [`ModelConfig::activation_guessed`]).
-const GUESSED: &str = "without";
-
 impl ModelConfig {
-    /// Whether the FFN activation is llama.cpp's default for a file that does not say (a `bitnet` GGUF
-    /// without `bitnet.hidden_activation`: 1bitLLM and 2B-4T files look alike) rather than stated by
-    /// the file or `--ffn-act`.
-    pub fn activation_guessed(&self) -> bool {
-        !self.ffn_act_reason.starts_with("--ffn-act") && self.ffn_act_reason.contains(&format!("file {GUESSED} '"))
-    }
-
     /// Reads the hyperparameters of a GGUF file (`{arch}.*` keys).
     pub fn from_gguf(gguf: &GgufFile, ffn_override: Option<FfnActivation>) -> Result<Self> {
         let arch = gguf.get_str(key::ARCHITECTURE)?.to_string();
@@ -121,6 +114,7 @@ impl ModelConfig {
             )
         })?;
         let k = |name: &str| arch::arch_key(&arch, name);
+        let mut guessed = false;
         let (ffn_act, reason) = match spec.activation {
             ActivationRule::Fixed(act) => (act, format!("architecture '{arch}' ({}) implies {act}", spec.writer)),
             ActivationRule::FromKey { key, default } => {
@@ -132,14 +126,17 @@ impl ModelConfig {
                             .with_context(|| format!("unknown value '{v}' of key '{key}' (expected relu2 or silu)"))?;
                         (act, format!("from key '{key}' = '{v}'"))
                     }
-                    None => (
-                        default,
-                        format!(
-                            "{} '{arch}' file {GUESSED} '{key}': {default} as {} does \
+                    None => {
+                        guessed = true;
+                        (
+                            default,
+                            format!(
+                                "{} '{arch}' file without '{key}': {default} as {} does \
                              (right for 1bitLLM models; use --ffn-act relu2 for BitNet b1.58 2B-4T weights)",
-                            spec.writer, spec.writer
-                        ),
-                    ),
+                                spec.writer, spec.writer
+                            ),
+                        )
+                    }
                 }
             }
         };
@@ -163,14 +160,7 @@ impl ModelConfig {
                 );
             }
         }
-        let (family, family_reason) = match (spec.family, ffn_act) {
-            (Family::OneBitLlm, FfnActivation::Relu2) => (
-                Family::BitNetB158,
-                format!("architecture '{arch}' with sub-norms and squared ReLU: the BitNet b1.58 layout"),
-            ),
-            (f, _) => (f, format!("architecture '{arch}' ({})", spec.writer)),
-        };
-        let pooling = if family.is_embedding() {
+        let pooling = if spec.family.is_embedding() {
             let pk = k(key::POOLING_TYPE);
             match opt_u64(gguf, &pk)? {
                 Some(v) => Some(Pooling::from_gguf(v).with_context(|| {
@@ -218,20 +208,22 @@ impl ModelConfig {
             rms_eps: gguf.get_f32(&k(key::RMS_EPS))?,
             ffn_act,
             ffn_act_reason: reason,
-            family,
-            family_reason,
+            ffn_act_guessed: guessed,
+            family: spec.family,
+            family_reason: format!("architecture '{arch}' ({})", spec.writer),
             rope_layout: spec.rope,
             pooling,
             arch,
         };
         let mut cfg = cfg.with_override(ffn_override);
-        if spec.family == Family::OneBitLlm {
+        if spec.family == Family::OneBitLlm && cfg.ffn_act == FfnActivation::Relu2 {
             // The `bitnet` arch holds both sub-norm families; the activation (after --ffn-act) tells them
             // apart, and decides what `convert` writes.
-            cfg.family = match cfg.ffn_act {
-                FfnActivation::Relu2 => Family::BitNetB158,
-                FfnActivation::Silu => Family::OneBitLlm,
-            };
+            cfg.family = Family::BitNetB158;
+            cfg.family_reason = format!(
+                "architecture '{}' with sub-norms and squared ReLU: the BitNet b1.58 layout",
+                cfg.arch
+            );
         }
         cfg.validated()
     }
@@ -350,6 +342,7 @@ impl ModelConfig {
             },
             ffn_act,
             ffn_act_reason: format!("config.json hidden_act = '{act_name}'"),
+            ffn_act_guessed: false,
             family,
             family_reason,
             rope_layout: RopeLayout::HalfSplit,
@@ -369,6 +362,7 @@ impl ModelConfig {
                 self.ffn_act_reason = format!("--ffn-act {act} (same as the file: {})", self.ffn_act_reason);
             }
             self.ffn_act = act;
+            self.ffn_act_guessed = false;
         }
         self
     }

@@ -87,11 +87,11 @@ fn check_logits(set: &str, files: &[(&str, &str, &str)]) {
 
 fn check_greedy(set: &str, files: &[(&str, &str, &str)], hf_key: &str) {
     let hf = json_in(set, "reference/hf_greedy.json");
-    for (model, _, greedy) in files {
-        let r = if greedy.is_empty() {
+    for (model, _, greedy_ref) in files {
+        let r = if greedy_ref.is_empty() {
             hf[hf_key].clone()
         } else {
-            json_in(set, &format!("reference/{greedy}"))
+            json_in(set, &format!("reference/{greedy_ref}"))
         };
         let (m, _) = load_in(set, model);
         for (prefix, new, gaps) in [
@@ -100,7 +100,7 @@ fn check_greedy(set: &str, files: &[(&str, &str, &str)], hf_key: &str) {
         ] {
             let want = ids(&r[new]);
             let upto = fragile_from(&floats(&r[gaps]), GAP);
-            let got = greedy_tokens(&m, &ids(&r[prefix]), want.len());
+            let got = greedy(&m, &ids(&r[prefix]), want.len());
             assert_eq!(
                 got[..upto],
                 want[..upto],
@@ -108,10 +108,6 @@ fn check_greedy(set: &str, files: &[(&str, &str, &str)], hf_key: &str) {
             );
         }
     }
-}
-
-fn greedy_tokens(m: &bitnet_model::BitNetModel, prefix: &[u32], n: usize) -> Vec<u32> {
-    greedy(m, prefix, n)
 }
 
 #[test]

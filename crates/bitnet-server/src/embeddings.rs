@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::request::{read_json, typed};
-use crate::{AppState, Loaded};
+use crate::{AppState, Loaded, ModelUse};
 
 /// Most inputs in one request (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
@@ -44,35 +44,6 @@ pub struct EmbeddingRequest {
     pub encoding_format: Option<String>,
     #[serde(default)]
     pub dimensions: Option<usize>,
-}
-
-fn loaded(st: &AppState, req: &EmbeddingRequest) -> Result<Arc<Loaded>, ApiError> {
-    if let Some(m) = &req.model {
-        if m != &st.cfg.model_name {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!(
-                    "the model '{m}' does not exist; this server serves '{}'",
-                    st.cfg.model_name
-                ),
-            )
-            .param("model")
-            .code("model_not_found"));
-        }
-    }
-    let eng = st.loaded.get().cloned().ok_or_else(ApiError::loading)?;
-    if eng.model.cfg.pooling.is_none() {
-        return Err(ApiError::invalid(format!(
-            "'{}' is a language model ({}), not an embedding model: serve a BitNet embedding model for \
-             /v1/embeddings",
-            st.cfg.model_name,
-            eng.model.cfg.family.describe()
-        ))
-        .param("model")
-        .code("model_not_supported"));
-    }
-    Ok(eng)
 }
 
 /// The token ids of every input; the checks that need no model run first.
@@ -145,7 +116,7 @@ pub async fn embeddings(State(st): State<Arc<AppState>>, headers: HeaderMap, bod
                 )
             }
         };
-        let eng = loaded(&st, &req)?;
+        let eng = st.served(req.model.as_deref(), ModelUse::Embeddings)?;
         let hidden = eng.model.cfg.hidden_size;
         if let Some(d) = req.dimensions {
             if d == 0 || d > hidden {

@@ -24,7 +24,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use crate::error::ApiError;
 use crate::request::{read_json, typed, ChatRequest, CompletionRequest, PromptField, SamplingFields};
-use crate::{AppState, Loaded};
+use crate::{AppState, Loaded, ModelUse};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -109,41 +109,12 @@ impl Meta {
     }
 }
 
-/// Checks `model` against the served model and returns the loaded engine.
-fn engine(st: &AppState, s: &SamplingFields) -> Result<Arc<Loaded>, ApiError> {
-    if let Some(m) = &s.model {
-        if m != &st.cfg.model_name {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                format!(
-                    "the model '{m}' does not exist; this server serves '{}'",
-                    st.cfg.model_name
-                ),
-            )
-            .param("model")
-            .code("model_not_found"));
-        }
-    }
-    let eng = st.loaded.get().cloned().ok_or_else(ApiError::loading)?;
-    if eng.model.cfg.family.is_embedding() {
-        return Err(ApiError::invalid(format!(
-            "'{}' is an embedding model ({}): it does not generate text; use POST /v1/embeddings",
-            st.cfg.model_name,
-            eng.model.cfg.family.describe()
-        ))
-        .param("model")
-        .code("model_not_supported"));
-    }
-    Ok(eng)
-}
-
 pub async fn chat_completions(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
         let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: ChatRequest = typed(&v)?;
         let s: SamplingFields = typed(&v)?;
-        let eng = engine(&st, &s)?;
+        let eng = st.served(s.model.as_deref(), ModelUse::Generation)?;
         if req.messages.is_empty() {
             return Err(ApiError::invalid("'messages' must hold at least one message").param("messages"));
         }
@@ -172,7 +143,7 @@ pub async fn completions(State(st): State<Arc<AppState>>, headers: HeaderMap, bo
         let v = read_json(&headers, body, st.cfg.max_body_bytes, st.cfg.limits.body_timeout).await?;
         let req: CompletionRequest = typed(&v)?;
         let s: SamplingFields = typed(&v)?;
-        let eng = engine(&st, &s)?;
+        let eng = st.served(s.model.as_deref(), ModelUse::Generation)?;
         let ids = match req.prompt {
             PromptField::Tokens(ids) => {
                 let vocab = eng.model.cfg.vocab_size;

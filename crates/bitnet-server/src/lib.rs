@@ -94,6 +94,54 @@ pub struct AppState {
     pub conns: Arc<listener::ConnStats>,
 }
 
+/// What a route needs the served model to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelUse {
+    Generation,
+    Embeddings,
+}
+
+impl AppState {
+    /// The loaded model for a request naming `model` (404 for another name, 503 while loading, 400
+    /// `model_not_supported` when the model is of the wrong kind for the route).
+    pub fn served(&self, model: Option<&str>, usage: ModelUse) -> Result<Arc<Loaded>, error::ApiError> {
+        if let Some(m) = model {
+            if m != self.cfg.model_name {
+                return Err(error::ApiError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    format!(
+                        "the model '{m}' does not exist; this server serves '{}'",
+                        self.cfg.model_name
+                    ),
+                )
+                .param("model")
+                .code("model_not_found"));
+            }
+        }
+        let eng = self.loaded.get().cloned().ok_or_else(error::ApiError::loading)?;
+        let c = &eng.model.cfg;
+        let wrong = match (usage, c.family.is_embedding()) {
+            (ModelUse::Generation, true) => Some(format!(
+                "'{}' is an embedding model ({}): it does not generate text; use POST /v1/embeddings",
+                self.cfg.model_name,
+                c.family.describe()
+            )),
+            (ModelUse::Embeddings, false) => Some(format!(
+                "'{}' is a language model ({}), not an embedding model: serve a BitNet embedding model for \
+                 /v1/embeddings",
+                self.cfg.model_name,
+                c.family.describe()
+            )),
+            _ => None,
+        };
+        match wrong {
+            Some(msg) => Err(error::ApiError::invalid(msg).param("model").code("model_not_supported")),
+            None => Ok(eng),
+        }
+    }
+}
+
 /// Loads the model and tokenizer (runs on a blocking thread while the server already answers).
 pub type Loader = Box<dyn FnOnce() -> Result<(BitNetModel, Tokenizer)> + Send>;
 

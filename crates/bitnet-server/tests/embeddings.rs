@@ -2,20 +2,14 @@
 //! every input form, batched requests equal to the reference one text at a time, base64, Matryoshka
 //! `dimensions`, and clear 400s for the wrong kind of model on each side.
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+mod common;
+
+use common::fixture;
 
 use base64::Engine as _;
-use bitnet_model::LoadOptions;
-use bitnet_server::{serve, ServerConfig};
+use bitnet_server::ServerConfig;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
-
-fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(rel)
-}
 
 struct Server {
     base: String,
@@ -25,9 +19,6 @@ struct Server {
 
 impl Server {
     async fn start(model: &'static str) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel();
         let cfg = ServerConfig {
             model_name: "m".into(),
             slots: 2,
@@ -36,21 +27,8 @@ impl Server {
             prefill_chunk: 16,
             ..Default::default()
         };
-        let loader = Box::new(move || bitnet_model::load(&fixture(model), &LoadOptions::default()));
-        tokio::spawn(serve(listener, cfg, loader, async {
-            let _ = rx.await;
-        }));
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client
-            .get(format!("{base}/health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (addr, tx) = common::start(cfg, fixture(model)).await;
+        let (base, client) = (format!("http://{addr}"), reqwest::Client::new());
         Server {
             base,
             stop: Some(tx),

@@ -2,51 +2,24 @@
 //! page or a rebinding DNS name would send it): 415 for non-JSON bodies, 403 for foreign origins and
 //! hosts, CORS for allowed origins, and curl-style clients unaffected.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bitnet_model::LoadOptions;
 use bitnet_server::guard::Guard;
-use bitnet_server::{serve, ServerConfig};
+use bitnet_server::ServerConfig;
 use tokio::sync::oneshot;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a/gguf/bitnet-b158-i2_s.gguf")
-}
-
 async fn start(guard: Guard) -> (String, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = oneshot::channel();
     let cfg = ServerConfig {
         model_name: "m".into(),
         ctx: Some(256),
         guard,
         ..Default::default()
     };
-    tokio::spawn(serve(
-        listener,
-        cfg,
-        Box::new(|| bitnet_model::load(&fixture(), &LoadOptions::default())),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let a = addr.clone();
-        let (status, _, _) = tokio::task::spawn_blocking(move || raw(&a, "GET", "/health", &[], ""))
-            .await
-            .unwrap();
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not become healthy");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (addr, tx)
+    common::start(cfg, common::tiny_a()).await
 }
 
 /// One HTTP/1.1 request with exactly these headers (Host defaults to the address); returns the status,

@@ -3,61 +3,24 @@
 //! room at the cap), the server closes stalled connections after the header timeout, a stalled body
 //! gets 408, and an idle keep-alive connection is closed after the same timeout.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bitnet_model::LoadOptions;
 use bitnet_server::listener::ConnLimits;
-use bitnet_server::{serve, ServerConfig};
+use bitnet_server::ServerConfig;
 use tokio::sync::oneshot;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a/gguf/bitnet-b158-i2_s.gguf")
-}
-
 async fn start(limits: ConnLimits) -> (String, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = oneshot::channel();
     let cfg = ServerConfig {
         model_name: "m".into(),
         ctx: Some(256),
         limits,
         ..Default::default()
     };
-    tokio::spawn(serve(
-        listener,
-        cfg,
-        Box::new(|| bitnet_model::load(&fixture(), &LoadOptions::default())),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let a = addr.clone();
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while get_health(&a).map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
-    (addr, tx)
-}
-
-fn get_health(addr: &str) -> Option<(u16, Duration)> {
-    let t0 = Instant::now();
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    s.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, t0.elapsed()))
+    common::start(cfg, common::tiny_a()).await
 }
 
 /// Whether the server has closed `s` (EOF or reset), waiting up to `within`.
@@ -94,7 +57,7 @@ async fn stalled_headers_do_not_lock_out_new_clients() {
             stalled.push(s);
         }
         // A new client is served at once although 1100 connections hold half a header.
-        let (status, took) = get_health(&a).expect("new client");
+        let (status, took) = common::get_health(&a).expect("new client");
         assert_eq!(status, 200);
         assert!(took < Duration::from_secs(5), "new client waited {took:?}");
         // The server closes the stalled connections itself (evicted at the cap or timed out).

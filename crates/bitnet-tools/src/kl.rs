@@ -81,12 +81,16 @@ impl BaseHeader {
             bail!("{label}: KL base file version {version}, this build reads {VERSION}");
         }
         let (n_ctx, n_vocab, n_chunks, n_tokens) = (u()?, u()?, u()?, u()?);
-        if n_ctx < 4 || n_vocab == 0 || n_chunks == 0 || n_tokens < n_chunks * n_ctx || n_tokens > 1 << 30 {
+        if n_ctx < 4 || n_vocab == 0 || n_chunks == 0 || n_tokens < n_chunks.saturating_mul(n_ctx) || n_tokens > 1 << 30
+        {
             bail!("{label}: implausible header (n_ctx {n_ctx}, vocab {n_vocab}, chunks {n_chunks}, tokens {n_tokens})");
         }
         if let Some(len) = file_len {
-            let need =
-                28 + 4 * n_tokens as u64 + 4 * (n_chunks as u64) * (scored_per_chunk(n_ctx) as u64) * (n_vocab as u64);
+            // Saturating: every factor comes from the file, and their product can exceed u64.
+            let need = (4 * n_chunks as u64)
+                .saturating_mul(scored_per_chunk(n_ctx) as u64)
+                .saturating_mul(n_vocab as u64)
+                .saturating_add(28 + 4 * n_tokens as u64);
             if need > len {
                 bail!(
                     "{label}: the header (n_ctx {n_ctx}, vocab {n_vocab}, chunks {n_chunks}, tokens {n_tokens}) \

@@ -231,6 +231,7 @@ pub fn synth_writer(shape: Shape, seed: u64) -> Result<GgufWriter> {
             FfnActivation::Relu2
         },
         ffn_act_reason: String::new(),
+        ffn_act_guessed: false,
         family: d.family,
         family_reason: "synthesized BitNet b1.58 model".to_string(),
         rope_layout: bitnet_model::arch::RopeLayout::HalfSplit,

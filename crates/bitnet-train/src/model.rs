@@ -57,6 +57,7 @@ impl ModelDims {
             rms_eps: self.rms_eps,
             ffn_act: FfnActivation::Relu2,
             ffn_act_reason: "trained by bitnet train (BitNet b1.58: squared ReLU)".to_string(),
+            ffn_act_guessed: false,
             family: bitnet_model::arch::Family::BitNetB158,
             family_reason: "trained by bitnet train (BitNet b1.58)".to_string(),
             rope_layout: bitnet_model::arch::RopeLayout::HalfSplit,

@@ -162,7 +162,7 @@ pub fn build_from_model(
         TernaryType::TQ1_0 => Layout::LlamaCpp { file_type: 36 },
     };
     let arch = metadata::arch_of(layout, cfg.family);
-    if layout == Layout::BitnetCpp && cfg.activation_guessed() {
+    if layout == Layout::BitnetCpp && cfg.ffn_act_guessed {
         bail!(
             "the input does not say its FFN activation ({}); I2_S files name it by their architecture \
              (bitnet-b1.58: squared ReLU, bitnet: SiLU), so say which: --ffn-act relu2 for BitNet b1.58 \
