@@ -164,3 +164,18 @@ pub fn parse_token_list(s: &str) -> Result<Vec<u32>> {
         .map(|x| x.parse::<u32>().with_context(|| format!("'{x}' is not a token id")))
         .collect()
 }
+
+/// The worker process chat templates render in: this executable (`bitnet __chat-template-worker`),
+/// its memory capped (see `bitnet_tokenizer::chat_template::sandbox`). `BITNET_TEMPLATE_SANDBOX=0`
+/// renders in this process instead (for debugging a template; a hostile one can then exhaust memory).
+pub fn template_sandbox() -> Option<std::sync::Arc<bitnet_tokenizer::chat_template::sandbox::Sandbox>> {
+    use bitnet_tokenizer::chat_template::sandbox::{Sandbox, SandboxLimits};
+    if std::env::var("BITNET_TEMPLATE_SANDBOX").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let s = Sandbox::this_executable(SandboxLimits::default());
+    if s.is_none() {
+        eprintln!("warning: this executable's path is unknown; chat templates render without a memory cap");
+    }
+    s
+}

@@ -50,6 +50,12 @@ enum Command {
     List(cmd::hub::ListArgs),
     /// Remove a repository (hf:ORG/REPO) from the Hugging Face cache.
     Rm(cmd::hub::RmArgs),
+    /// Internal: renders chat templates for `chat` and `serve` in a memory-capped process.
+    #[command(name = "__chat-template-worker", hide = true)]
+    ChatTemplateWorker {
+        /// Address-space limit in bytes.
+        memory_bytes: u64,
+    },
 }
 
 fn main() {
@@ -71,6 +77,9 @@ fn main() {
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::QuantReport(a) => cmd::quant_report::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::ChatTemplateWorker { memory_bytes } => {
+            bitnet_tokenizer::chat_template::sandbox::serve_worker(memory_bytes).map_err(anyhow::Error::from)
+        }
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -12,6 +12,7 @@ use anyhow::anyhow;
 use bitnet_engine::{chat_prompt, generate, Decoding, GenerateOptions, SamplerConfig, StopReason};
 use bitnet_kernels::pool;
 use bitnet_model::{BitNetModel, InferenceState, KvType, LoadOptions, LogitsWanted};
+use bitnet_tokenizer::chat_template::sandbox::{Sandbox, SandboxLimits};
 use bitnet_tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::exceptions::{
@@ -285,6 +286,7 @@ impl Model {
         }
         let q8 = head_type == "q8_0";
         let template_spec = chat_template.map(str::to_string);
+        let sandbox = template_sandbox(py);
         let inner = py
             .detach(move || -> anyhow::Result<Inner> {
                 let (mut model, tok, source) = match &path {
@@ -309,7 +311,7 @@ impl Model {
                     model.requantize_head_q8_0()?;
                 }
                 model.kv_type = kv;
-                let (template, _note) = ChatTemplate::resolve(template_spec.as_deref(), &tok)?;
+                let (template, _note) = ChatTemplate::resolve_in(template_spec.as_deref(), &tok, sandbox)?;
                 let ctx = ctx.unwrap_or(model.cfg.context_length.min(4096));
                 if ctx < 2 {
                     return Err(anyhow!("ctx must be at least 2, got {ctx}"));
@@ -592,10 +594,54 @@ impl TokenStream {
     }
 }
 
+/// The worker process chat templates render in: this Python running `bitnet._template_worker` (the
+/// extension's own worker loop), its memory capped, so that a model's hostile template cannot exhaust
+/// the memory of the program that loaded it (see `bitnet_tokenizer::chat_template::sandbox`). `None`
+/// (render in this process, with a warning) where no worker starts, or with `BITNET_TEMPLATE_SANDBOX=0`.
+fn template_sandbox(py: Python<'_>) -> Option<Arc<Sandbox>> {
+    if std::env::var("BITNET_TEMPLATE_SANDBOX").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let sys = py.import("sys").ok()?;
+    let exe: String = sys.getattr("executable").ok()?.extract().ok()?;
+    let path: Vec<String> = sys.getattr("path").ok()?.extract().ok()?;
+    if exe.is_empty() {
+        return None;
+    }
+    let limits = SandboxLimits::default();
+    let sep = if cfg!(windows) { ";" } else { ":" };
+    let sandbox = Sandbox::with_env(
+        PathBuf::from(exe),
+        vec![
+            "-m".into(),
+            "bitnet._template_worker".into(),
+            limits.memory_bytes.to_string(),
+        ],
+        vec![("PYTHONPATH".into(), path.join(sep))],
+        limits,
+    );
+    match py.detach(|| sandbox.check()) {
+        Ok(()) => Some(sandbox),
+        Err(e) => {
+            eprintln!("warning: chat templates render without a memory cap: {e}");
+            None
+        }
+    }
+}
+
+/// The chat-template worker's loop (`python -m bitnet._template_worker BYTES`): caps this process's
+/// address space and renders requests from stdin until it closes.
+#[pyfunction]
+fn _serve_template_worker(py: Python<'_>, memory_bytes: u64) -> PyResult<()> {
+    py.detach(|| bitnet_tokenizer::chat_template::sandbox::serve_worker(memory_bytes))
+        .map_err(|e| PyOSError::new_err(e.to_string()))
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
+    m.add_function(wrap_pyfunction!(_serve_template_worker, m)?)?;
     m.add_class::<TokenStream>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

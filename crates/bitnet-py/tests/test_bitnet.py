@@ -8,6 +8,7 @@ import _thread
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -238,3 +239,31 @@ def test_hf_reference_from_the_cache(tmp_path, monkeypatch):
     assert np.array_equal(m.logits(ids), bitnet.Model(TINY_I2S).logits(ids))
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         bitnet.Model("hf:tester/missing")
+
+
+def test_a_template_that_exhausts_memory_fails_its_call_only(tmp_path):
+    """The model's chat template renders in a memory-capped worker: a template that doubles a string in a
+    loop (armed by the word 'boom') fails that call with an error naming the limit, and the next call works.
+    Run under `prlimit --as` so that a regression aborts the child instead of exhausting the machine."""
+    template = tmp_path / "bomb.jinja"
+    template.write_text(
+        "{%- if 'boom' in messages[-1].content -%}{%- set ns = namespace(s='0123456789abcdef') -%}"
+        "{%- for i in range(60) -%}{%- set ns.s = ns.s ~ ns.s -%}{%- endfor -%}{%- endif -%}"
+        "{%- for m in messages -%}{{ m.role }}: {{ m.content }}\n{%- endfor -%}assistant: "
+    )
+    code = f"""
+import bitnet
+m = bitnet.Model({str(TINY_I2S)!r}, chat_template={str(template)!r})
+try:
+    m.chat([{{"role": "user", "content": "boom"}}], max_tokens=2, temperature=0)
+    print("NO ERROR")
+except Exception as e:
+    print("ERROR", type(e).__name__, e)
+print("NEXT", bool(m.chat([{{"role": "user", "content": "hello"}}], max_tokens=2, temperature=0)))
+"""
+    r = subprocess.run(
+        ["prlimit", "--as=8589934592", sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ERROR" in r.stdout and "memory limit of 1024 MiB" in r.stdout, r.stdout + r.stderr
+    assert "NEXT True" in r.stdout, r.stdout + r.stderr

@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use bitnet_engine::{Scheduler, SchedulerConfig};
 use bitnet_model::BitNetModel;
+use bitnet_tokenizer::chat_template::sandbox::Sandbox;
 use bitnet_tokenizer::ChatTemplate;
 use bitnet_tokenizer::Tokenizer;
 
@@ -52,6 +53,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// `--chat-template FILE|NAME`; None: the model's (or the built-in BitNet one).
     pub chat_template: Option<String>,
+    /// The worker process chat templates render in (see `bitnet_tokenizer::chat_template::sandbox`);
+    /// None: in this process (a template can then exhaust its memory).
+    pub template_sandbox: Option<Arc<Sandbox>>,
     /// Which browsers and hosts may call the server (see [`guard`]).
     pub guard: guard::Guard,
     /// Header and body read timeouts and the connection cap (see [`listener`]).
@@ -69,6 +73,7 @@ impl Default for ServerConfig {
             prefill_chunk: SchedulerConfig::DEFAULT_PREFILL_CHUNK,
             max_body_bytes: 1 << 20,
             chat_template: None,
+            template_sandbox: None,
             guard: guard::Guard::default(),
             limits: listener::ConnLimits::default(),
         }
@@ -173,7 +178,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Builds the engine from a loaded model.
 pub fn prepare(cfg: &ServerConfig, model: BitNetModel, tok: Tokenizer) -> Result<Loaded> {
-    let (template, note) = ChatTemplate::resolve(cfg.chat_template.as_deref(), &tok)?;
+    let (template, note) = ChatTemplate::resolve_in(cfg.chat_template.as_deref(), &tok, cfg.template_sandbox.clone())?;
     if let Some(n) = note {
         eprintln!("note: {n}");
     }

@@ -73,7 +73,13 @@ pub async fn read_json(
         Ok(buf)
     };
     let bytes = tokio::time::timeout(timeout, read).await.map_err(|_| timed_out())??;
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    parse_json_body(&bytes)
+}
+
+/// A request body as a JSON object (what [`read_json`] does once the bytes are in; the fuzz target
+/// `request_json` enters here).
+pub fn parse_json_body(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("the request body is not valid JSON: {e}")).code("invalid_json"))?;
     if !value.is_object() {
         return Err(ApiError::invalid("the request body must be a JSON object").code("invalid_json"));

@@ -4,21 +4,27 @@
 //! are rendered with `minijinja`, with Python's string/list/dict methods (`.strip()`, `.startswith()`,
 //! `.items()`, ... from `minijinja-contrib`'s pycompat) and `raise_exception(msg)`. A template comes from
 //! a file someone else wrote, so rendering is sandboxed: no file or network access, a bounded number of
-//! instructions (minijinja "fuel", which also ends infinite loops), bounded recursion and bounded output.
+//! instructions (minijinja "fuel", which also ends infinite loops), bounded recursion, bounded widths
+//! and bounded output; what no in-process check can bound (memory) is bounded by rendering in a
+//! worker process whose address space is capped ([`sandbox`], used by `bitnet chat` and `bitnet serve`).
 //!
 //! [`ChatTemplate::resolve`] picks the template: an explicit `--chat-template FILE|NAME`, else the model
 //! file's own, unless it is missing or known to be wrong (bitnet.cpp's converter writes a
 //! `Human: ... BITNETAssistant:` template that the 2B-4T model was never trained on), in which case the
 //! built-in BitNet b1.58 2B-4T template is used.
 
+pub mod sandbox;
+
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use minijinja::value::{Rest, Value};
 use minijinja::{Environment, Error as JinjaError, ErrorKind, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
 use crate::Tokenizer;
+use sandbox::{Sandbox, WorkerRequest};
 
 /// One message of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +101,11 @@ impl Default for RenderLimits {
 /// A parsed chat template ready to render.
 pub struct ChatTemplate {
     name: String,
+    source: String,
     env: Environment<'static>,
     limits: RenderLimits,
+    /// Where renders run: `None` in this process.
+    sandbox: Option<Arc<Sandbox>>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -240,8 +249,10 @@ impl ChatTemplate {
             })?;
         Ok(ChatTemplate {
             name: name.to_string(),
+            source: source.to_string(),
             env,
             limits: RenderLimits::default(),
+            sandbox: None,
         })
     }
 
@@ -278,9 +289,30 @@ impl ChatTemplate {
 
     /// Changes the rendering bounds.
     pub fn with_limits(mut self, limits: RenderLimits) -> Self {
+        self.set_limits(limits);
+        self
+    }
+
+    /// Changes the rendering bounds in place.
+    pub fn set_limits(&mut self, limits: RenderLimits) {
         self.env.set_fuel(Some(limits.fuel));
         self.limits = limits;
+    }
+
+    /// Renders in `sandbox`'s worker process from now on (see [`sandbox`]).
+    pub fn with_sandbox(mut self, sandbox: Option<Arc<Sandbox>>) -> Self {
+        self.sandbox = sandbox;
         self
+    }
+
+    /// Whether renders run in a worker process.
+    pub fn is_sandboxed(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
+    /// The Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Where the template came from, e.g. `"model file"`, `"bitnet (built-in)"`, a path.
@@ -292,6 +324,45 @@ impl ChatTemplate {
     /// Jinja), else the tokenizer's own, else (missing, unparsable or known to be wrong) the built-in
     /// BitNet template. Returns the template and, when the file's template was replaced, why.
     pub fn resolve(spec: Option<&str>, tok: &Tokenizer) -> Result<(Self, Option<String>), ChatTemplateError> {
+        Self::resolve_in(spec, tok, None)
+    }
+
+    /// [`ChatTemplate::resolve`], rendering in `sandbox`, and checked when loaded: a template from a
+    /// file (`--chat-template FILE` or the model's) must render a plain conversation
+    /// ([`ChatTemplate::probe`]). A `--chat-template` file that fails is an error; a model's own
+    /// template that fails is replaced by the built-in one, with the reason in the note.
+    pub fn resolve_in(
+        spec: Option<&str>,
+        tok: &Tokenizer,
+        sandbox: Option<Arc<Sandbox>>,
+    ) -> Result<(Self, Option<String>), ChatTemplateError> {
+        let (t, note) = Self::resolve_unchecked(spec, tok)?;
+        let t = t.with_sandbox(sandbox.clone());
+        if t.name.ends_with("(built-in)") {
+            return Ok((t, note));
+        }
+        match t.probe(tok) {
+            Ok(()) => Ok((t, note)),
+            Err(e) if spec.is_some() => Err(e),
+            Err(e) => {
+                let b = ChatTemplate::new("bitnet (built-in)", BITNET_TEMPLATE)?.with_sandbox(sandbox);
+                Ok((b, Some(format!("{e}; using the built-in BitNet b1.58 template"))))
+            }
+        }
+    }
+
+    /// Renders a plain conversation (user, assistant, user) to check a template when it is loaded,
+    /// rather than on a user's first message.
+    pub fn probe(&self, tok: &Tokenizer) -> Result<(), ChatTemplateError> {
+        let conversation = [
+            ChatMessage::new("user", "Hello!"),
+            ChatMessage::new("assistant", "Hi. How can I help?"),
+            ChatMessage::new("user", "Tell me a short story."),
+        ];
+        self.render_for(tok, &conversation, true).map(|_| ())
+    }
+
+    fn resolve_unchecked(spec: Option<&str>, tok: &Tokenizer) -> Result<(Self, Option<String>), ChatTemplateError> {
         if let Some(spec) = spec {
             if let Some(t) = ChatTemplate::builtin(spec) {
                 return Ok((t, None));
@@ -333,6 +404,29 @@ impl ChatTemplate {
     /// Renders `messages`. `add_generation_prompt` appends the start of the assistant's turn.
     /// `bos_token` / `eos_token` are the special tokens' text (empty when the model has none).
     pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<String, ChatTemplateError> {
+        let Some(sandbox) = &self.sandbox else {
+            return self.render_in_process(messages, add_generation_prompt, bos_token, eos_token);
+        };
+        sandbox.render(&WorkerRequest {
+            name: self.name.clone(),
+            source: self.source.clone(),
+            messages: messages.to_vec(),
+            add_generation_prompt,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+            fuel: self.limits.fuel,
+            max_output_bytes: self.limits.max_output_bytes,
+        })
+    }
+
+    /// [`ChatTemplate::render`] in this process, whatever the sandbox.
+    pub fn render_in_process(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,

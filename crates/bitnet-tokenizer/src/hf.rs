@@ -32,7 +32,9 @@ pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
             path: tok_path.clone(),
             source,
         })?;
-        let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(&tok_path, e))?;
+        let inner = crate::guarded(|| tokenizers::Tokenizer::from_bytes(&bytes))
+            .map_err(|e| bad(&tok_path, e))?
+            .map_err(|e| bad(&tok_path, e))?;
         let json: Value = serde_json::from_slice(&bytes).map_err(|e| bad(&tok_path, e))?;
         if is_byte_level(inner.get_decoder()) {
             (inner, PieceForm::ByteLevel, false, "tokenizer.json".to_string())
@@ -132,18 +134,18 @@ pub(crate) fn load(dir: &Path) -> Result<Tokenizer, TokenizerError> {
         None => false,
         Some(bos) => match cfg.as_ref().and_then(|c| c.get("add_bos_token")) {
             Some(Value::Bool(b)) => *b,
-            _ => inner
-                .encode("", true)
-                .map(|e| e.get_ids().first() == Some(&bos))
-                .unwrap_or(false),
+            _ => crate::guarded(|| inner.encode("", true))
+                .ok()
+                .and_then(|r| r.ok())
+                .is_some_and(|e| e.get_ids().first() == Some(&bos)),
         },
     };
 
     // A post-processor that appends a token to every input (Qwen3 embedding models append
     // <|endoftext|>, which they pool).
-    let append = inner
-        .encode("", true)
+    let append = crate::guarded(|| inner.encode("", true))
         .ok()
+        .and_then(|r| r.ok())
         .and_then(|e| e.get_ids().last().copied())
         .filter(|&id| Some(id) != bos_id);
 

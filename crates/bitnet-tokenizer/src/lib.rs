@@ -153,9 +153,8 @@ impl Tokenizer {
                 ))
             }
         };
-        let encoding = self
-            .inner
-            .encode_fast(text, false)
+        let encoding = guarded(|| self.inner.encode_fast(text, false))
+            .map_err(TokenizerError::Encode)?
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         let mut ids = Vec::with_capacity(encoding.len() + 1);
         ids.extend(bos);
@@ -173,7 +172,7 @@ impl Tokenizer {
                     list.retain(|t| t.get("special").and_then(|s| s.as_bool()) != Some(true));
                 }
                 let text = serde_json::to_string(&v).map_err(|e| e.to_string())?;
-                text.parse::<tokenizers::Tokenizer>().map_err(|e| e.to_string())
+                guarded(|| text.parse::<tokenizers::Tokenizer>())?.map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| TokenizerError::Encode(format!("building the plain-text encoder: {e}")))
@@ -182,9 +181,8 @@ impl Tokenizer {
     /// Whether `text` spells a special (control) token, such as `<|eot_id|>`.
     pub fn has_special_text(&self, text: &str) -> bool {
         let specials = self.inner.get_added_tokens_decoder();
-        self.inner
-            .encode_fast(text, false)
-            .is_ok_and(|e| e.get_ids().iter().any(|id| specials.get(id).is_some_and(|t| t.special)))
+        guarded(|| self.inner.encode_fast(text, false))
+            .is_ok_and(|r| r.is_ok_and(|e| e.get_ids().iter().any(|id| specials.get(id).is_some_and(|t| t.special))))
     }
 
     /// Encodes `text` with no special-token parsing at all: `<|eot_id|>` is eleven characters of
@@ -209,9 +207,8 @@ impl Tokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         let mut ids = self.encode(text, add_bos)?;
         let first = usize::from(add_bos);
-        let enc = self
-            .inner
-            .encode(text, false)
+        let enc = guarded(|| self.inner.encode(text, false))
+            .map_err(TokenizerError::Encode)?
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         let specials = self.inner.get_added_tokens_decoder();
         let is_special = |id: u32| specials.get(&id).is_some_and(|t| t.special);
@@ -237,8 +234,8 @@ impl Tokenizer {
         let mut at = 0;
         let push_text = |seg: &str, ids: &mut Vec<u32>| -> Result<(), TokenizerError> {
             if !seg.is_empty() {
-                let e = plain_enc
-                    .encode_fast(seg, false)
+                let e = guarded(|| plain_enc.encode_fast(seg, false))
+                    .map_err(TokenizerError::Encode)?
                     .map_err(|e| TokenizerError::Encode(e.to_string()))?;
                 ids.extend_from_slice(e.get_ids());
             }
@@ -359,6 +356,21 @@ pub(crate) fn shorten(s: &str) -> String {
         Some((at, _)) => format!("{}...", &s[..at]),
         None => s.to_string(),
     }
+}
+
+/// Runs a call into the `tokenizers` crate, turning a panic into an error: it panics on some
+/// malformed `tokenizer.json` files instead of failing (an `expect` in its decoder deserializer,
+/// found by the `tokenizer_json` fuzz target), and a file from a stranger must not take the process
+/// down.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".to_string());
+        format!("the tokenizers library failed on this tokenizer ({})", shorten(&what))
+    })
 }
 
 #[cfg(test)]

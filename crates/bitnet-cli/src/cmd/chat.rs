@@ -127,7 +127,8 @@ pub fn run(a: Args) -> Result<()> {
     let seed = a.sampling.seed();
     a.sampling.config(seed, usize::MAX)?; // bad flags fail before loading
     let (model, tok) = a.model.load_language_model("chat")?;
-    let (template, note) = ChatTemplate::resolve(a.chat_template.as_deref(), &tok)?;
+    let sandbox = crate::common::template_sandbox();
+    let (template, note) = ChatTemplate::resolve_in(a.chat_template.as_deref(), &tok, sandbox)?;
     if let Some(n) = note {
         eprintln!("note: {n}");
     }

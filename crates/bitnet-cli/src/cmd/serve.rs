@@ -102,6 +102,7 @@ pub fn run(a: Args) -> Result<()> {
         ctx: a.ctx_size,
         max_body_bytes: a.max_body_bytes,
         chat_template: a.chat_template.clone(),
+        template_sandbox: crate::common::template_sandbox(),
         guard: bitnet_server::guard::Guard {
             allowed_origins: a.allowed_origins.clone(),
             allowed_hosts: a.allowed_hosts.clone(),
