@@ -61,6 +61,16 @@ impl ApiError {
         .code("model_loading")
     }
 
+    /// SIGTERM was received: the request was not started, so it may be sent to another replica.
+    pub fn shutting_down() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "the server is shutting down; the request was not started",
+        )
+        .code("shutting_down")
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }

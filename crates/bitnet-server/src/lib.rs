@@ -97,6 +97,10 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Open, evicted and refused connections.
     pub conns: Arc<listener::ConnStats>,
+    /// Set on SIGTERM: `/health` answers 503 and new requests on open connections get 503
+    /// `shutting_down` (never started, so a client or load balancer may send them elsewhere) while
+    /// the running ones finish.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// What a route needs the served model to be.
@@ -123,6 +127,9 @@ impl AppState {
                 .param("model")
                 .code("model_not_found"));
             }
+        }
+        if self.draining.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(error::ApiError::shutting_down());
         }
         let eng = self.loaded.get().cloned().ok_or_else(error::ApiError::loading)?;
         let c = &eng.model.cfg;
@@ -222,6 +229,7 @@ pub async fn serve(
         loaded: OnceLock::new(),
         metrics: metrics::Metrics::default(),
         conns: Arc::new(listener::ConnStats::default()),
+        draining: Default::default(),
     });
     let (fail_tx, mut fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
     let st = Arc::clone(&state);
@@ -254,7 +262,11 @@ pub async fn serve(
                 break;
             }
             _ = &mut shutdown, if stop_tx.is_some() => {
-                eprintln!("shutting down: finishing in-flight requests");
+                state.draining.store(true, std::sync::atomic::Ordering::Release);
+                eprintln!(
+                    "shutting down: finishing in-flight requests (at most {} s)",
+                    state.cfg.limits.drain_timeout.as_secs_f64()
+                );
                 if let Some(t) = stop_tx.take() { let _ = t.send(()); }
             }
             e = &mut fail_rx, if !load_done => {

@@ -31,6 +31,9 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
     pub max_connections: usize,
+    /// After SIGTERM, how long in-flight requests may take to finish before their connections are
+    /// closed (a load balancer's or Kubernetes' grace period should be a little longer).
+    pub drain_timeout: Duration,
 }
 
 impl Default for ConnLimits {
@@ -39,6 +42,7 @@ impl Default for ConnLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(60),
             max_connections: default_max_connections(),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -108,6 +112,15 @@ impl Table {
 
     fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Closes every connection (the drain timeout passed); returns how many.
+    fn abort_all(&self) -> usize {
+        let all: Vec<Conn> = self.lock().drain(..).collect();
+        for c in &all {
+            c.task.abort();
+        }
+        all.len()
     }
 }
 
@@ -194,6 +207,15 @@ pub async fn serve_connections(
         drop(guard);
     }
     drop(listener);
-    graceful.shutdown().await;
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        let cut = table.abort_all();
+        eprintln!(
+            "drain timeout ({} s): closed {cut} connections with requests still running",
+            limits.drain_timeout.as_secs_f64()
+        );
+    }
     Ok(())
 }

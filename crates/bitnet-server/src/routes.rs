@@ -17,6 +17,9 @@ use crate::request::{read_json, typed, DetokenizeRequest, TokenizeRequest};
 use crate::AppState;
 
 pub async fn health(State(st): State<Arc<AppState>>) -> Response {
+    if st.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
+    }
     if let Some(l) = st.loaded.get() {
         if l.scheduler.is_healthy() {
             Json(json!({"status": "ok"})).into_response()

@@ -42,6 +42,7 @@ async fn a_dead_scheduler_turns_health_red_and_refuses_requests_at_once() {
         loaded: OnceLock::new(),
         metrics: Metrics::default(),
         conns: Default::default(),
+        draining: Default::default(),
     });
     let _ = state.loaded.set(Arc::clone(&loaded));
     let app = router(Arc::clone(&state));

@@ -45,6 +45,7 @@ async fn stalled_headers_do_not_lock_out_new_clients() {
         header_timeout: Duration::from_secs(2),
         body_timeout: Duration::from_secs(2),
         max_connections: 256,
+        ..Default::default()
     };
     let (addr, _stop) = start(limits).await;
     let a = addr.clone();
@@ -78,6 +79,7 @@ async fn stalled_bodies_get_408_and_idle_keep_alive_connections_close() {
         header_timeout: Duration::from_secs(1),
         body_timeout: Duration::from_secs(1),
         max_connections: 64,
+        ..Default::default()
     };
     let (addr, _stop) = start(limits).await;
     let a = addr.clone();

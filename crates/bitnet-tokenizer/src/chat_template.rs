@@ -242,11 +242,19 @@ impl ChatTemplate {
             check_format_widths(args.first().and_then(|v| v.as_str()).unwrap_or(""))?;
             format.call(state, &args)
         });
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| ChatTemplateError::Invalid {
-                name: name.to_string(),
-                message: format!("{e:#}"),
-            })?;
+        // minijinja panics on some malformed input (found by the chat_template fuzz target): a panic
+        // is this template's error, not the process's.
+        crate::guarded_in("the template engine", "this template", || {
+            env.add_template_owned("chat", source.to_string())
+        })
+        .map_err(|message| ChatTemplateError::Invalid {
+            name: name.to_string(),
+            message,
+        })?
+        .map_err(|e| ChatTemplateError::Invalid {
+            name: name.to_string(),
+            message: format!("{e:#}"),
+        })?;
         Ok(ChatTemplate {
             name: name.to_string(),
             source: source.to_string(),
@@ -445,7 +453,17 @@ impl ChatTemplate {
             limit: self.limits.max_output_bytes,
             overflow: false,
         };
-        match tmpl.render_captured_to(ctx, &mut out) {
+        // minijinja 2.24's printf-style `format` slices a multi-byte character in two on some specs
+        // (`'%(\u{FFFD}'|format(...)`, found by the chat_template fuzz target): its panics end this
+        // render only.
+        let rendered = crate::guarded_in("the template engine", "this template", || {
+            tmpl.render_captured_to(ctx, &mut out)
+        })
+        .map_err(|message| ChatTemplateError::Render {
+            name: self.name.clone(),
+            message,
+        })?;
+        match rendered {
             Ok(_) => {}
             Err(_) if out.overflow => {
                 return Err(ChatTemplateError::TooLong {
@@ -613,6 +631,15 @@ mod tests {
         assert!(ChatTemplate::new("syntax", "{% for %}").is_err());
         let inc = ChatTemplate::new("inc", "{% include '/etc/passwd' %}").unwrap();
         assert!(inc.render(&[], false, "", "").is_err(), "no file access");
+    }
+
+    /// minijinja panics inside `format` on a multi-byte character after `%(`; the render fails, the
+    /// caller does not.
+    #[test]
+    fn a_panic_inside_the_template_engine_is_an_error() {
+        let t = ChatTemplate::new("t", "{{ '%(\u{E9}s'|format(1) }}").unwrap();
+        let e = t.render(&[], false, "", "").unwrap_err().to_string();
+        assert!(e.contains("the template engine failed"), "{e}");
     }
 
     #[test]

@@ -363,13 +363,18 @@ pub(crate) fn shorten(s: &str) -> String {
 /// found by the `tokenizer_json` fuzz target), and a file from a stranger must not take the process
 /// down.
 pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    guarded_in("the tokenizers library", "this tokenizer", f)
+}
+
+/// [`guarded`] for any library: `library` failed on `input` (named in the error).
+pub(crate) fn guarded_in<T>(library: &str, input: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
         let what = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| p.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown".to_string());
-        format!("the tokenizers library failed on this tokenizer ({})", shorten(&what))
+        format!("{library} failed on {input} ({})", shorten(&what))
     })
 }
 

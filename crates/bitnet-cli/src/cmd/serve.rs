@@ -53,6 +53,10 @@ pub struct Args {
     /// Seconds a client has to send a request body.
     #[arg(long = "body-timeout", default_value_t = 60.0)]
     pub body_timeout: f64,
+    /// Seconds in-flight requests may take to finish after SIGTERM (new connections are refused at
+    /// once, /health answers 503); then the remaining connections are closed and the server exits 0.
+    #[arg(long = "drain-timeout", default_value_t = 30.0)]
+    pub drain_timeout: f64,
     /// Most open connections (default: the open-file limit minus 128, at most 8192). At the cap the
     /// oldest connection that has not sent a request is closed to make room.
     #[arg(long = "max-connections")]
@@ -111,6 +115,7 @@ pub fn run(a: Args) -> Result<()> {
         limits: bitnet_server::listener::ConnLimits {
             header_timeout: seconds("--header-timeout", a.header_timeout)?,
             body_timeout: seconds("--body-timeout", a.body_timeout)?,
+            drain_timeout: seconds("--drain-timeout", a.drain_timeout)?,
             max_connections: a
                 .max_connections
                 .unwrap_or_else(bitnet_server::listener::default_max_connections)
