@@ -7,13 +7,20 @@
 //! bitnet synth --shape 2b4t -o /tmp/2b4t.gguf
 //! cargo run --release -p bitnet-server --example load_bench -- -m /tmp/2b4t.gguf
 //! ```
-//! `--url http://HOST:PORT` measures an already running server instead.
+//! `--url http://HOST:PORT` measures an already running server instead (or a load balancer in front
+//! of several: `scripts/replicas.sh`).
+//!
+//! Every request is accounted for: an answer with all its tokens and `[DONE]` is complete; one that
+//! started streaming and stopped early is truncated; one refused before it started (connection
+//! refused, 502/503 before any token: a replica shutting down) is retried, up to 5 times, and counted
+//! as failed only if every try is refused. Each client sends `X-Session-Id: client-N`, the key a
+//! load balancer can hash on to keep a conversation on one replica.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use bitnet_model::LoadOptions;
 use bitnet_server::{serve, ServerConfig};
 use clap::Parser;
@@ -48,23 +55,85 @@ struct Args {
 const PROMPT: &str = "Write a short story about a lighthouse keeper who finds a message in a bottle. \
 The story should be calm, a little sad, and end with hope.";
 
+#[derive(Default)]
 struct Sample {
     ttft: Duration,
     tokens: usize,
+    /// Refusals before the request started (each retried).
+    retries: usize,
+    /// Streaming stopped before `[DONE]` or before every token.
+    truncated: bool,
+    /// Refused every time, or failed in a way that is not a refusal.
+    failed: Option<String>,
 }
 
-async fn one_request(client: &reqwest::Client, base: &str, max_tokens: usize) -> Result<Sample> {
+/// Why a try did not produce an answer.
+enum TryError {
+    /// Not started (connection refused, 502/503 before any byte): safe to send again.
+    Refused(String),
+    Other(String),
+}
+
+async fn one_request(client: &reqwest::Client, base: &str, max_tokens: usize, session: &str) -> Sample {
+    let mut retries = 0;
+    loop {
+        match one_try(client, base, max_tokens, session).await {
+            Ok(mut s) => {
+                s.retries = retries;
+                return s;
+            }
+            Err(TryError::Refused(_)) if retries < 5 => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(TryError::Refused(why) | TryError::Other(why)) => {
+                return Sample {
+                    retries,
+                    failed: Some(why),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+}
+
+async fn one_try(client: &reqwest::Client, base: &str, max_tokens: usize, session: &str) -> Result<Sample, TryError> {
     let body = json!({"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true,
                       "stream": true, "stream_options": {"include_usage": true}});
     let t0 = Instant::now();
-    let mut r = client.post(format!("{base}/v1/completions")).json(&body).send().await?;
-    if r.status() != 200 {
-        bail!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default());
+    let mut r = client
+        .post(format!("{base}/v1/completions"))
+        .header("X-Session-Id", session)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_connect() {
+                TryError::Refused(e.to_string())
+            } else {
+                TryError::Other(e.to_string())
+            }
+        })?;
+    let status = r.status().as_u16();
+    if status != 200 {
+        let text = r.text().await.unwrap_or_default();
+        let why = format!("HTTP {status}: {text}");
+        return Err(if status == 502 || status == 503 {
+            TryError::Refused(why)
+        } else {
+            TryError::Other(why)
+        });
     }
     let mut ttft = None;
     let mut buf = String::new();
     let mut tokens = 0;
-    while let Some(chunk) = r.chunk().await? {
+    let mut done = false;
+    loop {
+        let chunk = match r.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(_) => break,
+        };
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let ev: String = buf.drain(..end + 2).collect();
@@ -72,9 +141,12 @@ async fn one_request(client: &reqwest::Client, base: &str, max_tokens: usize) ->
                 continue;
             };
             if data == "[DONE]" {
+                done = true;
                 continue;
             }
-            let v: Value = serde_json::from_str(data).context("bad SSE chunk")?;
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                return Err(TryError::Other(format!("bad SSE chunk: {data}")));
+            };
             if ttft.is_none() && v["choices"][0]["text"].as_str().is_some_and(|t| !t.is_empty()) {
                 ttft = Some(t0.elapsed());
             }
@@ -86,6 +158,8 @@ async fn one_request(client: &reqwest::Client, base: &str, max_tokens: usize) ->
     Ok(Sample {
         ttft: ttft.unwrap_or_else(|| t0.elapsed()),
         tokens,
+        truncated: !done || tokens != max_tokens,
+        ..Default::default()
     })
 }
 
@@ -153,45 +227,58 @@ async fn main() -> Result<()> {
     wait_healthy(&client, &base).await?;
     eprintln!("server ready at {base} ({:.1} s)", t_load.elapsed().as_secs_f64());
     // Warm-up: page in the weights, size the buffers.
-    one_request(&client, &base, 4).await?;
+    if let Some(e) = one_request(&client, &base, 4, "warm-up").await.failed {
+        bail!("the warm-up request failed: {e}");
+    }
 
     println!(
-        "| streams | requests | tokens | wall s | aggregate tok/s | per-stream tok/s | TTFT p50 ms | TTFT p95 ms |"
+        "| streams | requests | tokens | wall s | aggregate tok/s | per-stream tok/s | TTFT p50 ms | TTFT p95 ms | failed | truncated | retried |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let mut bad = 0;
     let mut single = None;
     for &c in &a.concurrency {
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         let client = Arc::new(client.clone());
-        for _ in 0..c {
+        for i in 0..c {
             let (client, base, n, reqs) = (Arc::clone(&client), base.clone(), a.max_tokens, a.requests);
             tasks.push(tokio::spawn(async move {
                 let mut v = Vec::new();
+                let session = format!("client-{i}");
                 for _ in 0..reqs {
-                    v.push(one_request(&client, &base, n).await?);
+                    v.push(one_request(&client, &base, n, &session).await);
                 }
-                Ok::<_, anyhow::Error>(v)
+                v
             }));
         }
         let mut samples = Vec::new();
         for t in tasks {
-            samples.extend(t.await??);
+            samples.extend(t.await?);
         }
         let wall = t0.elapsed().as_secs_f64();
-        let tokens: usize = samples.iter().map(|s| s.tokens).sum();
-        let mut ttft: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
+        let failed: Vec<&Sample> = samples.iter().filter(|s| s.failed.is_some()).collect();
+        let truncated = samples.iter().filter(|s| s.failed.is_none() && s.truncated).count();
+        let retried: usize = samples.iter().map(|s| s.retries).sum();
+        for s in failed.iter().take(3) {
+            eprintln!("failed: {}", s.failed.as_deref().unwrap_or(""));
+        }
+        bad += failed.len() + truncated;
+        let ok: Vec<&Sample> = samples.iter().filter(|s| s.failed.is_none()).collect();
+        let tokens: usize = ok.iter().map(|s| s.tokens).sum();
+        let mut ttft: Vec<f64> = ok.iter().map(|s| s.ttft.as_secs_f64() * 1e3).collect();
         ttft.sort_by(f64::total_cmp);
         let agg = tokens as f64 / wall;
         if c == 1 {
             single = Some(agg);
         }
         println!(
-            "| {c} | {} | {tokens} | {wall:.2} | {agg:.1} | {:.1} | {:.0} | {:.0} |",
+            "| {c} | {} | {tokens} | {wall:.2} | {agg:.1} | {:.1} | {:.0} | {:.0} | {} | {truncated} | {retried} |",
             samples.len(),
             agg / c as f64,
             percentile(&ttft, 0.5),
-            percentile(&ttft, 0.95)
+            percentile(&ttft, 0.95),
+            failed.len()
         );
     }
     if let Some(s) = single {
@@ -200,6 +287,9 @@ async fn main() -> Result<()> {
     if let Some((tx, task)) = stop {
         let _ = tx.send(());
         task.await??;
+    }
+    if bad > 0 {
+        bail!("{bad} requests failed or were truncated");
     }
     Ok(())
 }
