@@ -131,6 +131,8 @@ impl std::error::Error for SubmitError {}
 pub struct SchedulerStats {
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
+    /// KV cache positions held by the running sequences (their context so far).
+    pub kv_tokens: AtomicUsize,
     pub prompt_tokens_total: AtomicU64,
     pub generated_tokens_total: AtomicU64,
     pub completed_total: AtomicU64,
@@ -434,6 +436,11 @@ impl Worker {
     fn publish_occupancy(&self) {
         let n = self.n_active();
         self.stats().active.store(n, Ordering::Relaxed);
+        let kv: usize = (0..self.active.len())
+            .filter(|&i| self.active[i].is_some())
+            .filter_map(|i| self.states[i].as_ref().map(|s| s.pos))
+            .sum();
+        self.stats().kv_tokens.store(kv, Ordering::Relaxed);
         self.shared
             .free_slots
             .store(self.shared.cfg.slots - n, Ordering::Release);

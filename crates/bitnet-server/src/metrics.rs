@@ -43,7 +43,8 @@ impl Metrics {
     }
 
     /// The whole exposition. `sched` is None while the model loads.
-    pub fn render(&self, sched: Option<(&SchedulerStats, usize)>, loaded: bool) -> String {
+    /// `sched`: the scheduler's counters, its slots and the context of each slot.
+    pub fn render(&self, sched: Option<(&SchedulerStats, usize, usize)>, loaded: bool) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "# HELP bitnet_model_loaded Whether the model is loaded and serving.");
         let _ = writeln!(s, "# TYPE bitnet_model_loaded gauge");
@@ -81,7 +82,7 @@ impl Metrics {
             let _ = writeln!(s, "bitnet_time_to_first_token_seconds_sum {}", h.sum);
             let _ = writeln!(s, "bitnet_time_to_first_token_seconds_count {}", h.count);
         }
-        if let Some((st, slots)) = sched {
+        if let Some((st, slots, ctx)) = sched {
             let g = |s: &mut String, name: &str, kind: &str, help: &str, v: String| {
                 let _ = writeln!(s, "# HELP {name} {help}");
                 let _ = writeln!(s, "# TYPE {name} {kind}");
@@ -101,6 +102,20 @@ impl Metrics {
                 "gauge",
                 "Sequences decoding now.",
                 st.active.load(Ordering::Relaxed).to_string(),
+            );
+            g(
+                &mut s,
+                "bitnet_kv_cache_tokens",
+                "gauge",
+                "KV cache positions held by the running sequences.",
+                st.kv_tokens.load(Ordering::Relaxed).to_string(),
+            );
+            g(
+                &mut s,
+                "bitnet_kv_cache_capacity_tokens",
+                "gauge",
+                "KV cache positions of all slots (slots x context).",
+                (slots * ctx).to_string(),
             );
             g(
                 &mut s,

@@ -84,7 +84,7 @@ pub async fn detokenize(State(st): State<Arc<AppState>>, headers: HeaderMap, bod
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let loaded = st.loaded.get();
-    let sched = loaded.map(|l| (l.scheduler.stats(), l.scheduler.config().slots));
+    let sched = loaded.map(|l| (l.scheduler.stats(), l.scheduler.config().slots, l.ctx));
     let mut text = st.metrics.render(sched, loaded.is_some());
     let c = &st.conns;
     for (name, help, kind, v) in [

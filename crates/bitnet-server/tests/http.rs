@@ -329,6 +329,13 @@ async fn sixteen_clients_four_requests_each_match_single_requests() {
         "requests were batched together"
     );
     assert_eq!(srv.metric("bitnet_requests_completed_total").await, 64.0);
+    // Every sequence finished: no KV positions held; the capacity is slots x context.
+    assert_eq!(srv.metric("bitnet_kv_cache_tokens").await, 0.0);
+    let cfg = Server::cfg();
+    assert_eq!(
+        srv.metric("bitnet_kv_cache_capacity_tokens").await,
+        (cfg.slots * cfg.ctx.unwrap_or(0)) as f64
+    );
     if let Ok(srv) = Arc::try_unwrap(srv) {
         srv.stop().await;
     }
@@ -361,6 +368,8 @@ async fn disconnect_mid_stream_frees_the_slot() {
         .await;
     assert_eq!(s, 429, "{v}");
     assert_eq!(v["error"]["code"], "server_busy");
+    // The running sequence holds its context in the KV cache.
+    assert!(srv.metric("bitnet_kv_cache_tokens").await > 0.0);
     drop(r); // the client goes away
     let deadline = Instant::now() + Duration::from_secs(20);
     while srv.metric("bitnet_requests_cancelled_total").await < 1.0 {
