@@ -1,11 +1,11 @@
 //! `bitnet chat` fed from a pipe and `bitnet serve` talked to over HTTP, both checked against
 //! `bitnet generate --temp 0` on the fixture model.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+
+mod common;
 
 fn model() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -98,26 +98,6 @@ fn bitnetcpp_template_is_replaced_in_chat() {
     );
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns (status, body).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn serve_greedy_equals_generate_and_sigterm_exits_cleanly() {
     let prompt = "The café in Zürich opened at";
@@ -128,22 +108,11 @@ fn serve_greedy_equals_generate_and_sigterm_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        if let Some(a) = l.strip_prefix("listening on http://") {
-            addr = Some(a.to_string());
-        }
-        if l.starts_with("model loaded") {
-            break;
-        }
-    }
-    let addr = addr.expect("the server printed its address");
-    let (s, body) = http(&addr, "GET", "/health", "");
+    let (addr, lines) = common::wait_until_loaded(child.stderr.take().unwrap());
+    let (s, body) = common::http(&addr, "GET", "/health", "");
     assert_eq!(s, 200, "{body}");
     let req = serde_json::json!({"model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 0});
-    let (s, body) = http(&addr, "POST", "/v1/completions", &req.to_string());
+    let (s, body) = common::http(&addr, "POST", "/v1/completions", &req.to_string());
     assert_eq!(s, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["choices"][0]["text"].as_str().unwrap(), want);

@@ -4,13 +4,13 @@
 //! Every process here runs under `prlimit --as` (8 GiB), so that a regression (rendering in the
 //! server's own process) fails the test with an abort instead of taking the machine's memory.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 const AS_LIMIT: &str = "--as=8589934592";
+
+mod common;
 
 fn model() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -111,26 +111,6 @@ fn a_template_that_fails_its_load_check_is_refused_at_start() {
     assert!(err.contains("memory limit of 1024 MiB"), "{err}");
 }
 
-/// One HTTP/1.1 request over a fresh connection; returns (status, body).
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn serve_answers_a_memory_bomb_with_an_error_and_stays_up() {
     let t = write_template("serve.jinja", &template(HOSTILE[0].1, false));
@@ -147,28 +127,17 @@ fn serve_answers_a_memory_bomb_with_an_error_and_stays_up() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    for l in lines.by_ref() {
-        let l = l.unwrap();
-        if let Some(a) = l.strip_prefix("listening on http://") {
-            addr = Some(a.to_string());
-        }
-        if l.starts_with("model loaded") {
-            break;
-        }
-    }
-    let addr = addr.expect("the server printed its address");
+    let (addr, _lines) = common::wait_until_loaded(child.stderr.take().unwrap());
     let chat = |content: &str| {
         let req =
             serde_json::json!({"messages": [{"role": "user", "content": content}], "max_tokens": 4, "temperature": 0});
-        http(&addr, "POST", "/v1/chat/completions", &req.to_string())
+        common::http(&addr, "POST", "/v1/chat/completions", &req.to_string())
     };
     for _ in 0..3 {
         let (s, body) = chat("boom");
         assert!((400..600).contains(&s), "{s} {body}");
         assert!(body.contains("MiB"), "the error names the memory limit: {body}");
-        let (s, body) = http(&addr, "GET", "/health", "");
+        let (s, body) = common::http(&addr, "GET", "/health", "");
         assert_eq!(s, 200, "{body}");
         let (s, body) = chat("hello");
         assert_eq!(s, 200, "{body}");

@@ -6,48 +6,13 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use bitnet_model::LoadOptions;
 use bitnet_server::listener::ConnLimits;
-use bitnet_server::{metrics::Metrics, prepare, router, serve, AppState, ServerConfig};
+use bitnet_server::ServerConfig;
 use tower::ServiceExt;
-
-/// Starts the server and returns (address, stop sender, the serve task).
-async fn start(
-    cfg: ServerConfig,
-) -> (
-    String,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let model = common::tiny_a();
-    let task = tokio::spawn(serve(
-        listener,
-        cfg,
-        Box::new(move || bitnet_model::load(&model, &LoadOptions::default())),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let a = addr.clone();
-    tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while common::get_health(&a).map(|(s, _)| s) != Some(200) {
-            assert!(Instant::now() < deadline, "server did not become healthy");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
-    .await
-    .unwrap();
-    (addr, tx, task)
-}
 
 /// Sends a streaming completion of `max_tokens` (EOS ignored) and returns the open connection.
 fn stream_request(addr: &str, max_tokens: usize) -> TcpStream {
@@ -78,7 +43,7 @@ fn cfg(drain: Duration) -> ServerConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_streams_finish_and_refuses_new_connections() {
-    let (addr, stop, task) = start(cfg(Duration::from_secs(30))).await;
+    let (addr, stop, task) = common::start_task(cfg(Duration::from_secs(30)), common::tiny_a()).await;
     let a = addr.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let s = stream_request(&a, 3000);
@@ -114,7 +79,7 @@ async fn sigterm_lets_running_streams_finish_and_refuses_new_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_timeout_bounds_a_request_that_does_not_end() {
-    let (addr, stop, task) = start(cfg(Duration::from_millis(300))).await;
+    let (addr, stop, task) = common::start_task(cfg(Duration::from_millis(300)), common::tiny_a()).await;
     // A request still arriving (a tenth of its body sent; the body timeout is 60 s): only the drain
     // timeout ends it.
     let mut s = TcpStream::connect(&addr).unwrap();
@@ -138,17 +103,7 @@ async fn while_draining_health_is_503_and_new_requests_are_not_started() {
         ctx: Some(128),
         ..Default::default()
     };
-    let (m, t) = bitnet_model::load(&common::tiny_a(), &LoadOptions::default()).unwrap();
-    let loaded = Arc::new(prepare(&cfg, m, t).unwrap());
-    let state = Arc::new(AppState {
-        cfg,
-        loaded: OnceLock::new(),
-        metrics: Metrics::default(),
-        conns: Default::default(),
-        draining: Default::default(),
-    });
-    let _ = state.loaded.set(loaded);
-    let app = router(Arc::clone(&state));
+    let (state, _loaded, app) = common::loaded_app(cfg, common::tiny_a());
     let call = |req: Request<Body>| {
         let app = app.clone();
         async move {

@@ -1,19 +1,14 @@
 //! When the decoding thread dies, the server says so instead of accepting work that never runs:
 //! `/health` turns 503 and generation requests fail at once with 503.
 
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use bitnet_model::LoadOptions;
-use bitnet_server::{metrics::Metrics, prepare, router, AppState, ServerConfig};
+use bitnet_server::ServerConfig;
 use tower::ServiceExt;
 
-fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny-a/gguf/bitnet-b158-i2_s.gguf")
-}
+mod common;
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
     let r = app.clone().oneshot(req).await.unwrap();
@@ -35,17 +30,7 @@ async fn a_dead_scheduler_turns_health_red_and_refuses_requests_at_once() {
         ctx: Some(128),
         ..Default::default()
     };
-    let (m, t) = bitnet_model::load(&fixture(), &LoadOptions::default()).unwrap();
-    let loaded = Arc::new(prepare(&cfg, m, t).unwrap());
-    let state = Arc::new(AppState {
-        cfg,
-        loaded: OnceLock::new(),
-        metrics: Metrics::default(),
-        conns: Default::default(),
-        draining: Default::default(),
-    });
-    let _ = state.loaded.set(Arc::clone(&loaded));
-    let app = router(Arc::clone(&state));
+    let (_state, loaded, app) = common::loaded_app(cfg, common::tiny_a());
     let health = || Request::get("/health").body(Body::empty()).unwrap();
     assert_eq!(call(&app, health()).await.0, StatusCode::OK);
     assert_eq!(call(&app, completion()).await.0, StatusCode::OK);

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bitnet_model::LoadOptions;
-use bitnet_server::{serve, ServerConfig};
+use std::sync::{Arc, OnceLock};
+
+use bitnet_server::{metrics::Metrics, prepare, router, serve, AppState, Loaded, ServerConfig};
 use tokio::sync::oneshot;
 
 /// A model of the repository's fixtures (`tiny-a/gguf/bitnet-b158-i2_s.gguf`, ...).
@@ -39,10 +41,19 @@ pub fn get_health(addr: &str) -> Option<(u16, Duration)> {
 /// Serves `model` with `cfg` on 127.0.0.1; returns the address (`127.0.0.1:PORT`) and the sender that
 /// stops the server.
 pub async fn start(cfg: ServerConfig, model: PathBuf) -> (String, oneshot::Sender<()>) {
+    let (addr, tx, _task) = start_task(cfg, model).await;
+    (addr, tx)
+}
+
+/// [`start`], also returning the serve task (its result is what `bitnet serve` exits with).
+pub async fn start_task(
+    cfg: ServerConfig,
+    model: PathBuf,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(serve(
+    let task = tokio::spawn(serve(
         listener,
         cfg,
         Box::new(move || bitnet_model::load(&model, &LoadOptions::default())),
@@ -60,5 +71,21 @@ pub async fn start(cfg: ServerConfig, model: PathBuf) -> (String, oneshot::Sende
     })
     .await
     .unwrap();
-    (addr, tx)
+    (addr, tx, task)
+}
+
+/// The routes over an already loaded `model` (no listener): requests go through `tower::oneshot`.
+pub fn loaded_app(cfg: ServerConfig, model: PathBuf) -> (Arc<AppState>, Arc<Loaded>, axum::Router) {
+    let (m, t) = bitnet_model::load(&model, &LoadOptions::default()).unwrap();
+    let loaded = Arc::new(prepare(&cfg, m, t).unwrap());
+    let state = Arc::new(AppState {
+        cfg,
+        loaded: OnceLock::new(),
+        metrics: Metrics::default(),
+        conns: Default::default(),
+        draining: Default::default(),
+    });
+    let _ = state.loaded.set(Arc::clone(&loaded));
+    let app = router(Arc::clone(&state));
+    (state, loaded, app)
 }
